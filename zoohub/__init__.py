@@ -1,0 +1,42 @@
+"""zoohub: a model zoo and pretrained-model hub client on NumPy and JAX.
+
+    >>> import zoohub
+    >>> names = zoohub.list_presets()
+    >>> clf = zoohub.TextClassifier.from_preset("path/to/bert", num_classes=2)  # doctest: +SKIP
+
+Public names are imported lazily so that `import zoohub` stays fast and the
+numpy backend never imports jax.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it.
+_EXPORTS = {
+    "Backbone": "zoohub.tasks.backbone",
+    "TextClassifier": "zoohub.tasks.text_classifier",
+    "MaskedLM": "zoohub.tasks.masked_lm",
+    "TextEmbedder": "zoohub.tasks.text_embedder",
+    "CausalLM": "zoohub.tasks.causal_lm",
+    "ImageClassifier": "zoohub.tasks.image_classifier",
+    "upload_preset": "zoohub.upload",
+    "list_presets": "zoohub.presets.registry",
+    "set_backend": "zoohub.backend",
+    "get_backend": "zoohub.backend",
+}
+
+__all__ = sorted(_EXPORTS) + ["errors", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "errors":
+        return importlib.import_module("zoohub.errors")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'zoohub' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
