@@ -1,0 +1,1 @@
+"""Preset folders (read, validate, save) and the registry of named presets."""

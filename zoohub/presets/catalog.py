@@ -1,0 +1,7 @@
+"""Named presets as data. Revisions pin the exact commit on the Hugging Face Hub."""
+
+ROWS: list[dict] = [
+    dict(name="bert_base_en_uncased", handle="hf://google-bert/bert-base-uncased", revision=None,
+         description="BERT base, English, uncased (12 layers, 768 wide).", params=109_482_240,
+         license="apache-2.0", task="masked_lm", family="bert"),
+]

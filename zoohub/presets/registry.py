@@ -1,0 +1,69 @@
+"""The registry of named presets: data rows, no code per model.
+
+    >>> from zoohub.presets.registry import list_presets, get_preset
+    >>> "bert_base_en_uncased" in list_presets()
+    True
+    >>> get_preset("bert_base_en_uncased").handle
+    'hf://google-bert/bert-base-uncased'
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zoohub.errors import PresetNotFoundError, close_matches
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preset:
+    name: str
+    handle: str          # hf://owner/repo, https://host/folder/ or local://owner/name
+    revision: str | None  # pinned commit hash, so a name always means the same bytes
+    description: str
+    params: int          # parameter count of the backbone + default head
+    license: str
+    task: str            # default task: backbone, text_classifier, masked_lm, text_embedder, causal_lm, image_classifier
+    family: str          # transformers model_type
+
+
+_PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> None:
+    """Add a row; a duplicate name is an error, never a silent overwrite."""
+    if preset.name in _PRESETS:
+        raise ValueError(f"preset {preset.name!r} is already registered")
+    _PRESETS[preset.name] = preset
+
+
+def get_preset(name: str) -> Preset:
+    """The row for `name`, or an error with close matches."""
+    try:
+        return _PRESETS[name]
+    except KeyError:
+        hint = close_matches(name, _PRESETS)
+        raise PresetNotFoundError(
+            f"preset {name!r} not found;{hint or ''} (zoohub.list_presets() lists all)"
+        ) from None
+
+
+def list_presets(task: str | None = None, family: str | None = None) -> list[str]:
+    """Names of the registered presets, optionally only one task's or family's.
+
+    >>> import zoohub
+    >>> "bert_base_en_uncased" in zoohub.list_presets(family="bert")
+    True
+    """
+    return sorted(
+        p.name for p in _PRESETS.values()
+        if (task is None or p.task == task) and (family is None or p.family == family)
+    )
+
+
+def all_presets() -> list[Preset]:
+    return [_PRESETS[n] for n in sorted(_PRESETS)]
+
+
+from zoohub.presets import catalog as _catalog  # noqa: E402  (fills the table)
+
+for _row in _catalog.ROWS:
+    register_preset(Preset(**_row))
