@@ -1,0 +1,32 @@
+"""The hub client: handles, downloads and caches, offline mode, integrity checks, upload mechanics.
+
+It knows nothing of models: it moves preset folders (transformers checkpoints) between places.
+
+    >>> from zoohub.hub import parse_handle
+    >>> parse_handle("hf://openai-community/gpt2@main").revision
+    'main'
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from zoohub.hub.handles import Handle, local_hub_root, parse_handle, path_handle
+
+__all__ = ["Handle", "fetch", "local_hub_root", "parse_handle", "path_handle"]
+
+
+def fetch(handle: Handle) -> Path:
+    """A local folder with the files a model needs from `handle`, downloading (and checking) when remote.
+
+    Example:
+        >>> from zoohub.hub import fetch, parse_handle
+        >>> folder = fetch(parse_handle("hf://google-bert/bert-base-uncased"))  # doctest: +SKIP
+    """
+    if handle.scheme == "hf":
+        from zoohub.hub import hf
+        return hf.fetch(handle.location, handle.revision)
+    if handle.scheme == "https":
+        from zoohub.hub import static
+        return static.fetch(handle.location)
+    from zoohub.hub import local
+    return local.resolve(handle)

@@ -1,0 +1,103 @@
+"""Model cards (README.md) for uploaded presets: YAML front matter the Hub indexes, and usage snippets.
+
+The card is a pure function of the folder and the arguments (no dates), so re-uploading an
+unchanged preset produces the same bytes and no new commit.
+
+    >>> print(model_card({"model_type": "bert", "architectures": ["BertForSequenceClassification"]},
+    ...                  {}, "hf://me/tiny").splitlines()[1])
+    library_name: zoohub
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+# zoohub task -> (Hub pipeline tag, zoohub class, transformers auto class)
+TASKS = {
+    "backbone": ("feature-extraction", "Backbone", "AutoModel"),
+    "text_classifier": ("text-classification", "TextClassifier", "AutoModelForSequenceClassification"),
+    "masked_lm": ("fill-mask", "MaskedLM", "AutoModelForMaskedLM"),
+    "text_embedder": ("sentence-similarity", "TextEmbedder", "AutoModel"),
+    "causal_lm": ("text-generation", "CausalLM", "AutoModelForCausalLM"),
+    "image_classifier": ("image-classification", "ImageClassifier", "AutoModelForImageClassification"),
+}
+# transformers architecture suffix -> zoohub task
+ARCHITECTURE_TASKS = (
+    ("ForSequenceClassification", "text_classifier"), ("ForMaskedLM", "masked_lm"),
+    ("ForCausalLM", "causal_lm"), ("LMHeadModel", "causal_lm"),
+    ("ForImageClassification", "image_classifier"),
+)
+
+
+def infer_task(config: Mapping, metadata: Mapping) -> str:
+    """The task from zoohub.json, else from transformers' `architectures`, else "backbone"."""
+    if metadata.get("task") in TASKS:
+        return metadata["task"]
+    for arch in config.get("architectures") or []:
+        for suffix, task in ARCHITECTURE_TASKS:
+            if arch.endswith(suffix):
+                return task
+    return "backbone"
+
+
+def base_model(metadata: Mapping) -> str | None:
+    """The Hub repo this preset was fine-tuned from, when zoohub.json knows it."""
+    for key in ("base_model", "source", "handle"):
+        value = metadata.get(key)
+        if isinstance(value, str) and value.startswith("hf://"):
+            return value[len("hf://"):].partition("@")[0]
+        if key == "base_model" and isinstance(value, str) and value.count("/") == 1:
+            return value
+    return None
+
+
+def _yaml(value) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid YAML scalar
+
+
+def model_card(config: Mapping, metadata: Mapping, handle: str, *, license: str | None = None,
+               metrics: Mapping[str, float] | None = None) -> str:
+    """The README.md text for a preset at `handle` (hf://owner/repo, local://..., file://...)."""
+    task = infer_task(config, metadata)
+    pipeline, zoohub_class, auto_class = TASKS[task]
+    model_type = config.get("model_type", "unknown")
+    base = base_model(metadata)
+    license = license or metadata.get("license")
+    repo = handle[len("hf://"):].partition("@")[0] if handle.startswith("hf://") else None
+    tags = list(dict.fromkeys(["zoohub", model_type, task.replace("_", "-")]))
+
+    front = ["---", "library_name: zoohub", f"pipeline_tag: {_yaml(pipeline)}"]
+    if base:
+        front.append(f"base_model: {_yaml(base)}")
+    if license:
+        front.append(f"license: {_yaml(license)}")
+    front.append("tags:")
+    front += [f"- {_yaml(t)}" for t in tags]
+    if metrics:
+        front.append("metrics:")
+        front += [f"- {_yaml(m)}" for m in metrics]
+    front.append("---")
+
+    title = repo or metadata.get("preset") or handle
+    body = [
+        "", f"# {title}", "",
+        f"A {model_type} {task.replace('_', ' ')} saved with [zoohub](https://pypi.org/project/zoohub/) in the "
+        "Hugging Face transformers format (config.json, safetensors weights, tokenizer files).",
+    ]
+    if base:
+        body += ["", f"Fine-tuned from [{base}](https://huggingface.co/{base})."]
+    body += ["", "## Usage", "", "With zoohub:", "", "```python", "import zoohub", "",
+             f"model = zoohub.{zoohub_class}.from_preset({handle!r})", "```", "",
+             "With transformers:", "", "```python",
+             f"from transformers import {auto_class}" + (", AutoTokenizer" if task != "image_classifier" else ""),
+             ""]
+    source = repo or "path/to/downloaded/folder"
+    body.append(f"model = {auto_class}.from_pretrained({source!r})")
+    if task != "image_classifier":
+        body.append(f"tokenizer = AutoTokenizer.from_pretrained({source!r})")
+    body.append("```")
+    if metrics:
+        body += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
+        body += [f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
+                 for name, value in metrics.items()]
+    return "\n".join(front + body) + "\n"

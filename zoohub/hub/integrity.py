@@ -1,0 +1,126 @@
+"""Checksums of downloaded files, and a record of blobs already verified.
+
+huggingface_hub checks sizes only; zoohub checks content. A verified blob is recorded (path, size,
+mtime, digests) under $ZOOHUB_HOME/verified so later loads skip re-hashing multi-GB weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from zoohub.errors import IntegrityError
+from zoohub.hub import env
+
+_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class Digests:
+    sha256: str
+    git_sha1: str  # git's blob id: sha1 of b"blob <size>\0" + content (the Hub's oid of regular files)
+
+
+def compute(path: Path) -> Digests:
+    size = path.stat().st_size
+    sha256, sha1 = hashlib.sha256(), hashlib.sha1(f"blob {size}\0".encode())
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            sha256.update(block)
+            sha1.update(block)
+    return Digests(sha256.hexdigest(), sha1.hexdigest())
+
+
+def _record_path(real: Path) -> Path:
+    key = hashlib.sha1(str(real).encode()).hexdigest()
+    return env.zoohub_home() / "verified" / key[:2] / f"{key}.json"
+
+
+def digests(path: Path) -> Digests:
+    """The file's digests, from the record when the file is unchanged since it was verified."""
+    real = Path(os.path.realpath(path))
+    stat = real.stat()
+    record = _record_path(real)
+    try:
+        data = json.loads(record.read_text())
+        if (data["path"], data["size"], data["mtime_ns"]) == (str(real), stat.st_size, stat.st_mtime_ns):
+            return Digests(data["sha256"], data["git_sha1"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return compute(real)
+
+
+def remember(path: Path, found: Digests) -> None:
+    """Record a verified file (best effort: a read-only home only costs re-hashing)."""
+    real = Path(os.path.realpath(path))
+    stat = real.stat()
+    record = _record_path(real)
+    data = {"path": str(real), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "sha256": found.sha256, "git_sha1": found.git_sha1}
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, record)
+    except OSError:
+        pass
+
+
+def forget(path: Path) -> None:
+    try:
+        _record_path(Path(os.path.realpath(path))).unlink()
+    except OSError:
+        pass
+
+
+def is_recorded(path: Path) -> bool:
+    """Whether the file was verified and has not changed since (for tests and diagnostics)."""
+    real = Path(os.path.realpath(path))
+    try:
+        data = json.loads(_record_path(real).read_text())
+        stat = real.stat()
+        return (data["size"], data["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def check(path: Path, name: str, where: str, *, sha256: str | None = None, git_sha1: str | None = None,
+          size: int | None = None, source: str = "the hub") -> Digests:
+    """Check a file against the expected digests; raise IntegrityError naming it on a mismatch.
+
+    The caller deletes the bad cache entry; nothing corrupt is returned.
+    """
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        raise IntegrityError(
+            f"{name} from {where} has {actual_size} bytes, {source} says {size}; the download was "
+            "truncated or the file changed. The bad cache entry was deleted; load again to re-download")
+    found = digests(path)
+    for label, want, got in (("sha256", sha256, found.sha256), ("git sha1", git_sha1, found.git_sha1)):
+        if want is not None and want.lower() != got:
+            forget(path)
+            raise IntegrityError(
+                f"{name} from {where} is corrupt: its {label} is {got}, {source} says {want}. The bad cache "
+                "entry was deleted; load again to re-download. If it happens again, the server or a proxy "
+                "between you is serving wrong bytes")
+    remember(path, found)
+    return found
+
+
+def check_manifest(folder: Path, names: list[str], where: str) -> None:
+    """Check fetched files against zoohub.json's {"files": {path: {"size", "sha256"}}}, when present."""
+    manifest_path = folder / "zoohub.json"
+    if not manifest_path.is_file():
+        return
+    try:
+        files = json.loads(manifest_path.read_text()).get("files") or {}
+    except ValueError:
+        raise IntegrityError(f"zoohub.json from {where} is not valid JSON; re-upload the preset") from None
+    for name in names:
+        info = files.get(name)
+        if isinstance(info, dict) and (folder / name).is_file():
+            check(folder / name, name, where, sha256=info.get("sha256"), size=info.get("size"),
+                  source="its zoohub.json manifest")

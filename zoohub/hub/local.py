@@ -1,0 +1,98 @@
+"""Local folders: file:// and plain paths, and the embedded hub of local:// handles.
+
+Writes are atomic: a new version is assembled in a temp folder beside the target and renamed
+into place, so a reader sees the old version or the new one, never a mix.
+"""
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from zoohub.errors import PresetNotFoundError, close_matches
+from zoohub.hub.files import WEIGHTS, INDEX, ADAPTER_WEIGHTS, is_pickle, refuse_pickles
+from zoohub.hub.handles import Handle, local_hub_root
+
+
+def resolve(handle: Handle) -> Path:
+    """The folder of a file:// or local:// handle, which must exist."""
+    path = handle.path
+    if not path.is_dir():
+        if handle.scheme == "local":
+            root = local_hub_root()
+            names = [f"{p.parent.name}/{p.name}" for p in root.glob("*/*") if p.is_dir()] if root.is_dir() else []
+            hint = close_matches(handle.location, names)
+            raise PresetNotFoundError(
+                f"{handle} is not in the local hub ({path} does not exist);{hint or ''} upload to it with "
+                f"zoohub.upload_preset({str(handle)!r}, folder)")
+        raise PresetNotFoundError(f"{path} is not a folder; expected a preset folder with config.json")
+    names = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+    if not names & {WEIGHTS, INDEX, ADAPTER_WEIGHTS} and not any(n.endswith(".safetensors") for n in names):
+        pickles = [n for n in names if is_pickle(n)]
+        if pickles:
+            refuse_pickles(pickles, str(path))
+    return path
+
+
+def visible_files(folder: Path) -> list[str]:
+    """Relative paths of the files to publish: hidden files and folders (.git, .cache) stay out."""
+    out = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            out.append(rel.as_posix())
+    return out
+
+
+def _same(target: Path, source: Path, extra: Mapping[str, bytes]) -> bool:
+    if not target.is_dir():
+        return False
+    wanted = set(visible_files(source)) | set(extra)
+    if set(visible_files(target)) != wanted:
+        return False
+    for name in wanted:
+        if name in extra:
+            if (target / name).read_bytes() != extra[name]:
+                return False
+        elif not filecmp.cmp(source / name, target / name, shallow=False):
+            return False
+    return True
+
+
+def publish(source: Path, target: Path, extra: Mapping[str, bytes] | None = None) -> bool:
+    """Make `target` a copy of `source`'s visible files plus `extra` {name: bytes}; False when it already was.
+
+    The copy is built beside the target and swapped in with renames.
+    """
+    extra = dict(extra or {})
+    target = target.absolute()
+    if _same(target, source, extra):
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for name in visible_files(source):
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / name, tmp / name)
+        for name, data in extra.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
+        for path in tmp.rglob("*"):  # data on disk before the rename makes it visible
+            if path.is_file():
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return True

@@ -1,0 +1,247 @@
+"""Presets in a folder on a static web host (https:// or http://), through `requests`.
+
+Our own cache under $ZOOHUB_HOME/static: each file is downloaded to `<name>.incomplete`, resumed with
+`Range`/`If-Range` after a dropped connection, retried with backoff on 5xx, checked (size, and sha256
+against zoohub.json when the folder has one), then renamed into place. Later loads revalidate with
+`If-None-Match`; offline, the cached folder is used as is.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+import requests
+
+from zoohub.errors import AuthError, HubError, HubUnreachableError, IntegrityError, OfflineError
+from zoohub.hub import env, integrity
+from zoohub.hub.files import select_files
+
+logger = logging.getLogger("zoohub.hub")
+STATE = ".zoohub-static.json"
+MAX_ATTEMPTS = 5
+BACKOFF_S = 0.25  # doubled after each failed attempt
+_CHUNK = 1 << 20
+
+
+def cache_folder(base_url: str) -> Path:
+    parsed = urlparse(base_url)
+    path = re.sub(r"[^A-Za-z0-9._-]+", "-", parsed.path.strip("/")) or "root"
+    host = re.sub(r"[^A-Za-z0-9._-]+", "-", parsed.netloc)
+    return env.zoohub_home() / "static" / host / f"{path}-{hashlib.sha1(base_url.encode()).hexdigest()[:8]}"
+
+
+def fetch_command(base_url: str) -> str:
+    return f"python -m zoohub.hub download '{base_url}'"
+
+
+class _Unreachable(Exception):
+    pass
+
+
+class StaticFolder:
+    """One folder URL and its cache.
+
+        >>> folder = StaticFolder("https://models.example.org/bert-tiny/")  # doctest: +SKIP
+        >>> path = folder.fetch()                                           # doctest: +SKIP
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self.base = base_url if base_url.endswith("/") else base_url + "/"
+        self.folder = cache_folder(self.base)
+        self.session = requests.Session()
+        self.state = self._read_state()
+
+    # -- state ---------------------------------------------------------------------------------
+    def _read_state(self) -> dict:
+        try:
+            return json.loads((self.folder / STATE).read_text())
+        except (OSError, ValueError):
+            return {"files": {}, "complete": None}
+
+    def _write_state(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f"{STATE}.tmp"
+        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+        os.replace(tmp, self.folder / STATE)
+
+    # -- one file ------------------------------------------------------------------------------
+    def get(self, name: str) -> Path | None:
+        """Download (or revalidate) one file; None when the host says 404."""
+        url = self.base + quote(name)
+        dest = self.folder / name
+        part = dest.with_name(dest.name + ".incomplete")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        known = self.state["files"].get(name) or {}
+        validator = self.state.setdefault("partial", {}).get(name)
+        for attempt in range(MAX_ATTEMPTS):
+            headers = {"Accept-Encoding": "identity"}
+            if dest.is_file() and known.get("etag"):
+                headers["If-None-Match"] = known["etag"]
+            resume = part.stat().st_size if part.is_file() and validator else 0
+            if resume:
+                headers["Range"] = f"bytes={resume}-"
+                headers["If-Range"] = validator
+            try:
+                response = self.session.get(url, headers=headers, stream=True,
+                                            timeout=(env.connect_timeout(), 60))
+            except (requests.ConnectTimeout, requests.ConnectionError) as e:
+                if "NewConnectionError" in repr(e) or isinstance(e, requests.ConnectTimeout):
+                    if attempt >= 1:  # a host that refuses twice is down: fail in well under a second
+                        raise _Unreachable(f"{type(e).__name__}") from None
+                self._sleep(attempt)
+                continue
+            with response:
+                status = response.status_code
+                if status == 304:
+                    return dest
+                if status == 404:
+                    return None
+                if status in (401, 403):
+                    raise AuthError(f"{url} answered {status}; this static host needs credentials zoohub "
+                                    "does not send. Download the folder yourself and load it by path")
+                if status >= 500 or status == 429:
+                    logger.info("%s answered %s; retrying", url, status)
+                    self._sleep(attempt)
+                    continue
+                if status not in (200, 206):
+                    raise HubError(f"{url} answered {status}; expected the file or 404")
+                total = self._total(response, resume if status == 206 else 0)
+                if status == 200:
+                    resume = 0
+                tag = response.headers.get("ETag") or response.headers.get("Last-Modified")
+                self.state["partial"][name] = tag
+                try:
+                    self._stream(response, part, resume, total, name)
+                except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                        requests.Timeout) as e:
+                    logger.info("connection lost while downloading %s (%s); resuming", url, e)
+                    validator = tag
+                    self._sleep(attempt)
+                    continue
+            size = part.stat().st_size
+            if total is not None and size != total:
+                validator = tag
+                self._sleep(attempt)
+                continue
+            os.replace(part, dest)
+            integrity.forget(dest)
+            self.state["partial"].pop(name, None)
+            self.state["files"][name] = {"etag": response.headers.get("ETag"), "size": size}
+            return dest
+        raise HubError(f"gave up on {url} after {MAX_ATTEMPTS} attempts (server errors or dropped "
+                       "connections); try again later")
+
+    @staticmethod
+    def _sleep(attempt: int) -> None:
+        time.sleep(BACKOFF_S * 2 ** attempt)
+
+    @staticmethod
+    def _total(response: requests.Response, resume: int) -> int | None:
+        if "Content-Range" in response.headers:
+            return int(response.headers["Content-Range"].rsplit("/", 1)[-1])
+        length = response.headers.get("Content-Length")
+        return resume + int(length) if length is not None else None
+
+    @staticmethod
+    def _stream(response: requests.Response, part: Path, resume: int, total: int | None, name: str) -> None:
+        from tqdm.auto import tqdm
+
+        show = not env.quiet() and (total or 0) > 8 * _CHUNK
+        with open(part, "ab" if resume else "wb") as f, tqdm(
+                total=total, initial=resume, unit="B", unit_scale=True, desc=name, disable=not show) as bar:
+            for chunk in response.iter_content(_CHUNK):
+                f.write(chunk)
+                bar.update(len(chunk))
+
+    # -- the folder ----------------------------------------------------------------------------
+    def fetch(self) -> Path:
+        where = self.base
+        if env.offline():
+            return self.from_cache("offline mode is on (HF_HUB_OFFLINE=1 or ZOOHUB_OFFLINE=1)", OfflineError)
+        try:
+            names = self._fetch_online()
+        except _Unreachable as e:
+            reason = f"cannot reach {urlparse(self.base).netloc} ({e})"
+            folder = self.from_cache(reason, HubUnreachableError)
+            logger.warning("%s; using the cached copy of %s", reason, where)
+            return folder
+        finally:
+            self._write_state()
+        self._prune(names)
+        return self.folder
+
+    def _fetch_online(self) -> list[str]:
+        where = self.base
+        manifest_path = self.get("zoohub.json")
+        manifest = None
+        if manifest_path is not None:
+            try:
+                manifest = json.loads(manifest_path.read_text()).get("files") or {}
+            except ValueError:
+                raise IntegrityError(f"zoohub.json at {where} is not valid JSON; re-upload the preset") from None
+        present: dict[str, bool] = {}
+
+        def exists(name: str) -> bool:
+            if name == "zoohub.json":
+                return manifest_path is not None
+            if manifest is not None:
+                return name in manifest
+            if name not in present:
+                present[name] = self.get(name) is not None
+            return present[name]
+
+        def read_json(name: str) -> dict:
+            path = self.folder / name if present.get(name) else self.get(name)
+            return json.loads(path.read_text())
+
+        names = select_files(exists, read_json, listing=list(manifest) if manifest is not None else None,
+                             where=where)
+        for name in names:
+            if manifest is not None and name != "zoohub.json" and self.get(name) is None:
+                raise HubError(f"{where}zoohub.json lists {name} but the host answers 404; re-upload the preset")
+        self._verify(names)
+        self.state["complete"] = names
+        return names
+
+    def _verify(self, names: list[str]) -> None:
+        try:
+            integrity.check_manifest(self.folder, names, self.base)
+        except IntegrityError as e:
+            for name in names:
+                if f"{name} from" in str(e):
+                    (self.folder / name).unlink(missing_ok=True)
+                    self.state["files"].pop(name, None)
+            raise
+        # Without a manifest there is nothing to hash against: sizes were checked while streaming.
+
+    def _prune(self, names: list[str]) -> None:
+        """Drop files the host no longer serves, so the folder holds exactly the preset."""
+        keep = set(names)
+        for name in list(self.state["files"]):
+            if name not in keep:
+                (self.folder / name).unlink(missing_ok=True)
+                self.state["files"].pop(name)
+        self._write_state()
+
+    def from_cache(self, reason: str, error: type[Exception]) -> Path:
+        names = self.state.get("complete")
+        if not names:
+            missing = ["config.json", "model.safetensors (or its shards)", "tokenizer files"]
+        else:
+            missing = [n for n in names if not (self.folder / n).is_file()]
+        if missing:
+            raise error(f"{reason}, and {self.base} is not fully cached in {self.folder}: missing "
+                        f"{', '.join(missing)}. Fetch it while online with: {fetch_command(self.base)}")
+        self._verify(names)
+        return self.folder
+
+
+def fetch(base_url: str) -> Path:
+    """The cached copy of the preset folder at `base_url`, downloaded or revalidated first when online."""
+    return StaticFolder(base_url).fetch()

@@ -1,0 +1,137 @@
+"""Checks on a preset folder before it is uploaded, at the file-format level (no model code).
+
+    >>> validate_folder("my-classifier/")   # doctest: +SKIP
+    ['config.json', 'model.safetensors', 'tokenizer.json', 'zoohub.json']
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from pathlib import Path
+
+from zoohub.errors import CorruptFileError, MissingFileError, UnsafeFormatError
+from zoohub.hub import integrity
+from zoohub.hub.files import ADAPTER_WEIGHTS, INDEX, WEIGHTS, is_pickle, shard_names
+from zoohub.hub.local import visible_files
+
+_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "U16": 2, "I16": 2,
+             "F16": 2, "BF16": 2, "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
+_MAX_HEADER = 100 << 20
+
+
+def safetensors_header(path: Path) -> dict:
+    """The tensor table of a safetensors file, after checking that the offsets tile the data exactly."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CorruptFileError(f"{path} is too short to be safetensors; re-save it")
+        (length,) = struct.unpack("<Q", raw)
+        if length > min(_MAX_HEADER, size - 8):
+            raise CorruptFileError(f"{path} has a header length of {length} bytes, beyond the file; "
+                                   "it is not safetensors or it is truncated")
+        try:
+            header = json.loads(f.read(length))
+        except ValueError:
+            raise CorruptFileError(f"{path} has an unreadable safetensors header; re-save it") from None
+    header.pop("__metadata__", None)
+    data_size, end = size - 8 - length, 0
+    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+        begin, stop = info["data_offsets"]
+        if begin != end:
+            raise CorruptFileError(f"{path}: tensor {name!r} starts at byte {begin}, expected {end}; re-save it")
+        itemsize = _ITEMSIZE.get(info["dtype"])
+        if itemsize is not None and stop - begin != math.prod(info["shape"]) * itemsize:
+            raise CorruptFileError(f"{path}: tensor {name!r} ({info['dtype']} {info['shape']}) should take "
+                                   f"{math.prod(info['shape']) * itemsize} bytes, takes {stop - begin}")
+        end = stop
+    if end != data_size:
+        raise CorruptFileError(f"{path} holds {data_size} bytes of tensor data but its header describes "
+                               f"{end}; the file is truncated or padded. Re-save it")
+    return header
+
+
+def validate_folder(folder: str | os.PathLike) -> list[str]:
+    """Check config, weights, tokenizer and manifest; the list of files to publish.
+
+    Raises MissingFileError, CorruptFileError or UnsafeFormatError naming the file and the fix.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingFileError(f"{folder} is not a folder; save the model with save_to_preset(folder) first")
+    names = visible_files(folder)
+    pickles = [n for n in names if is_pickle(n)]
+    if pickles:
+        raise UnsafeFormatError(f"{folder} holds pickled files ({', '.join(pickles)}); zoohub publishes "
+                                "safetensors only. Delete them (or convert them to safetensors) and retry")
+    _check_config(folder, names)
+    _check_weights(folder, names)
+    if "tokenizer.json" in names:
+        from tokenizers import Tokenizer
+        try:
+            Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:
+            raise CorruptFileError(f"{folder / 'tokenizer.json'} does not load with `tokenizers` ({e}); "
+                                   "re-save the tokenizer") from None
+    _check_manifest(folder)
+    return names
+
+
+def _check_config(folder: Path, names: list[str]) -> None:
+    name = "config.json" if "config.json" in names else "adapter_config.json" if "adapter_config.json" in names else None
+    if name is None:
+        raise MissingFileError(f"{folder} has no config.json; a preset needs transformers' config.json")
+    try:
+        config = json.loads((folder / name).read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise CorruptFileError(f"{folder / name} is not valid JSON ({e})") from None
+    if name == "config.json" and not isinstance(config.get("model_type"), str):
+        raise CorruptFileError(f"{folder / name} has no 'model_type'; transformers and zoohub need it "
+                               "to pick the architecture")
+
+
+def _check_weights(folder: Path, names: list[str]) -> None:
+    for name in names:
+        if name.endswith(".safetensors"):
+            safetensors_header(folder / name)
+    if WEIGHTS in names:
+        return
+    if INDEX in names:
+        try:
+            index = json.loads((folder / INDEX).read_text())
+        except ValueError as e:
+            raise CorruptFileError(f"{folder / INDEX} is not valid JSON ({e})") from None
+        shards = shard_names(index, str(folder))
+        missing = [s for s in shards if s not in names]
+        if missing:
+            raise MissingFileError(f"{folder / INDEX} names shards that are not in the folder: {', '.join(missing)}")
+        mapped = index["weight_map"]
+        for shard in shards:
+            stored = set(safetensors_header(folder / shard))
+            claimed = {k for k, v in mapped.items() if v == shard}
+            if stored != claimed:
+                diff = sorted(stored ^ claimed)[:5]
+                raise CorruptFileError(f"{folder / INDEX} and {shard} disagree on which tensors the shard "
+                                       f"holds (first differences: {diff}); re-save the checkpoint")
+        return
+    if ADAPTER_WEIGHTS not in names:
+        raise MissingFileError(f"{folder} has no weights: expected {WEIGHTS}, or {INDEX} with its shards")
+
+
+def _check_manifest(folder: Path) -> None:
+    path = folder / "zoohub.json"
+    if not path.is_file():
+        return
+    try:
+        files = json.loads(path.read_text()).get("files") or {}
+    except ValueError as e:
+        raise CorruptFileError(f"{path} is not valid JSON ({e})") from None
+    for name, info in files.items():
+        target = folder / name
+        if not target.is_file():
+            raise MissingFileError(f"{target} is listed in zoohub.json but missing; re-save the preset")
+        if target.stat().st_size != info.get("size") or integrity.compute(target).sha256 != info.get("sha256"):
+            raise CorruptFileError(f"{target} does not match the size/sha256 in zoohub.json: it changed after "
+                                   "saving. Re-save the preset with save_to_preset")
