@@ -1,0 +1,66 @@
+"""Model families, looked up by transformers `model_type` through a table (never by importing
+anything a config names).
+
+    >>> from zoohub.backbones import get_family
+    >>> get_family("bert").base_architecture
+    'BertModel'
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from zoohub.backbones.base import Family, Head, ModelConfig
+from zoohub.errors import UnsupportedArchitectureError, close_matches
+
+# model_type -> module defining it. A module exposes FAMILIES: {model_type: Family}.
+FAMILY_MODULES: dict[str, str] = {
+    "bert": "zoohub.backbones.bert",
+    "roberta": "zoohub.backbones.bert",
+    "xlm-roberta": "zoohub.backbones.bert",
+    "distilbert": "zoohub.backbones.distilbert",
+    "gpt2": "zoohub.backbones.gpt2",
+    "llama": "zoohub.backbones.llama",
+    "mistral": "zoohub.backbones.llama",
+    "qwen2": "zoohub.backbones.llama",
+    "qwen3": "zoohub.backbones.llama",
+    "gemma": "zoohub.backbones.gemma",
+    "gemma2": "zoohub.backbones.gemma",
+    "gemma3_text": "zoohub.backbones.gemma",
+    "vit": "zoohub.backbones.vit",
+}
+
+
+def supported_model_types() -> list[str]:
+    """model_types whose module is present in this install."""
+    return sorted(t for t, m in FAMILY_MODULES.items() if importlib.util.find_spec(m) is not None)
+
+
+def get_family(model_type: str) -> Family:
+    """The Family for a config's `model_type`, or an error listing the supported ones."""
+    module_name = FAMILY_MODULES.get(model_type)
+    if module_name is None or importlib.util.find_spec(module_name) is None:
+        raise UnsupportedArchitectureError(
+            f"model_type {model_type!r} is not supported;{close_matches(model_type, supported_model_types())}"
+            f" supported: {', '.join(supported_model_types())}"
+        )
+    families = importlib.import_module(module_name).FAMILIES
+    if model_type not in families:
+        raise UnsupportedArchitectureError(f"model_type {model_type!r} is not defined in {module_name}")
+    return families[model_type]
+
+
+def find_architecture(architecture: str) -> tuple[Family, Head | None]:
+    """Family and head for a transformers class name such as 'BertForSequenceClassification'."""
+    for model_type in supported_model_types():
+        family = get_family(model_type)
+        if family.base_architecture == architecture:
+            return family, None
+        for head in family.heads.values():
+            if head.architecture == architecture:
+                return family, head
+    raise UnsupportedArchitectureError(f"architecture {architecture!r} is not supported")
+
+
+__all__ = ["Family", "Head", "ModelConfig", "FAMILY_MODULES", "get_family", "find_architecture",
+           "supported_model_types"]

@@ -1,0 +1,77 @@
+"""Scaled dot-product attention with padding, causal and sliding-window masks, GQA and soft-capping.
+
+Masks are boolean, True where a query may attend a key, broadcastable to [B, 1, T, S].
+A KV cache is just longer k/v with a mask built from positions, so decoding reuses this code.
+"""
+from __future__ import annotations
+
+from zoohub.backend import ops
+
+# A large finite negative rather than -inf so rows with no visible key give a uniform
+# distribution instead of NaN (transformers uses dtype.min the same way).
+_MASKED = -1e30
+
+
+def attention(q, k, v, *, scale: float, mask=None, softcap: float | None = None):
+    """Multi-head / grouped-query attention.
+
+    Args:
+        q: [B, T, N, H] queries.  k, v: [B, S, K, H] with N % K == 0 (K < N is GQA, K = 1 is MQA).
+        scale: multiplier of q.k (usually H ** -0.5).
+        mask: bool [B or 1, 1, T, S]; True = may attend.
+        softcap: Gemma 2's tanh soft-capping of the scores, `cap * tanh(scores / cap)`.
+    Returns:
+        [B, T, N, H] in q's dtype. Scores and softmax are computed in float32.
+    """
+    xp = ops().xp
+    b, t, n, h = q.shape
+    kv_heads = k.shape[2]
+    groups = n // kv_heads
+    qg = q.reshape(b, t, kv_heads, groups, h)
+    scores = xp.einsum("BTKGH,BSKH->BKGTS", qg, k).astype(xp.float32) * scale
+    if softcap is not None:
+        scores = xp.tanh(scores / softcap) * softcap
+    if mask is not None:
+        scores = xp.where(mask[:, :, None], scores, _MASKED)  # [B,1,T,S] -> [B,1,1,T,S]
+    scores = scores - scores.max(-1, keepdims=True)
+    weights = xp.exp(scores)
+    weights = (weights / weights.sum(-1, keepdims=True)).astype(v.dtype)
+    out = xp.einsum("BKGTS,BSKH->BTKGH", weights, v)
+    return out.reshape(b, t, n, h)
+
+
+def padding_mask(attention_mask):
+    """[B, S] of 1/0 (1 = real token) -> bool [B, 1, 1, S]."""
+    return (attention_mask != 0)[:, None, None, :]
+
+
+def causal_mask(query_positions, key_positions, *, window: int | None = None):
+    """Key s visible from query t iff pos_k <= pos_q (and pos_q - pos_k < window when given).
+
+    query_positions: [T] or [B, T]; key_positions: [S] or [B, S]. Returns bool [B|1, 1, T, S].
+    """
+    xp = ops().xp
+    q = xp.asarray(query_positions)
+    k = xp.asarray(key_positions)
+    q = q[None] if q.ndim == 1 else q
+    k = k[None] if k.ndim == 1 else k
+    diff = q[:, :, None] - k[:, None, :]  # [B, T, S]
+    allowed = diff >= 0
+    if window is not None:
+        allowed = allowed & (diff < window)
+    return allowed[:, None]
+
+
+def sliding_window_mask(query_positions, key_positions, window: int):
+    """Causal mask restricted to the last `window` keys (Mistral, Gemma 2 local layers)."""
+    return causal_mask(query_positions, key_positions, window=window)
+
+
+def combine_masks(*masks):
+    """Logical AND of the masks that are not None (None when all are)."""
+    out = None
+    for m in masks:
+        if m is None:
+            continue
+        out = m if out is None else out & m
+    return out

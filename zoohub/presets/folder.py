@@ -1,0 +1,119 @@
+"""Preset folders: config and metadata reading, and atomic saving with a file manifest.
+
+    >>> import tempfile, pathlib, json
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "p"
+    >>> def fill(d): (d / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    >>> _ = save_preset_folder(target, fill, metadata={"task": "backbone"})
+    >>> sorted(p.name for p in target.iterdir())
+    ['config.json', 'zoohub.json']
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from zoohub.errors import CorruptFileError, MissingFileError
+
+ZOOHUB_FILE = "zoohub.json"
+
+
+def read_json(folder: Path, name: str, *, required: bool = False) -> dict | None:
+    """A JSON file of the folder; None when absent and not required."""
+    path = folder / name
+    if not path.is_file():
+        if required:
+            raise MissingFileError(f"{path} is missing; a preset folder needs {name}")
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise CorruptFileError(f"{path} is not valid JSON ({e}); re-download or re-save the preset") from None
+
+
+def read_config(folder: Path) -> dict:
+    """config.json, with transformers 4.x keys mapped to 5.x (`torch_dtype` -> `dtype`)."""
+    config = read_json(folder, "config.json", required=True)
+    if "model_type" not in config:
+        raise CorruptFileError(f"{folder / 'config.json'} has no 'model_type'; is this a transformers checkpoint?")
+    if "torch_dtype" in config and "dtype" not in config:
+        config["dtype"] = config.pop("torch_dtype")
+    return config
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_manifest(folder: Path) -> dict[str, dict]:
+    """{relative path: {"size", "sha256"}} for every file except zoohub.json itself."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and rel != ZOOHUB_FILE:
+            out[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    return out
+
+
+def verify_manifest(folder: Path) -> None:
+    """Check every file listed in zoohub.json (size, then sha256)."""
+    meta = read_json(folder, ZOOHUB_FILE) or {}
+    for rel, info in (meta.get("files") or {}).items():
+        path = folder / rel
+        if not path.is_file():
+            raise MissingFileError(f"{path} is listed in {ZOOHUB_FILE} but missing")
+        if path.stat().st_size != info["size"] or sha256_file(path) != info["sha256"]:
+            raise CorruptFileError(
+                f"{path} does not match the sha256/size recorded in {ZOOHUB_FILE}; re-download or re-save it"
+            )
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def save_preset_folder(target: Path, fill: Callable[[Path], None], *, metadata: dict) -> Path:
+    """Write a preset atomically: `fill(tmp)` writes the files into a temp folder beside `target`,
+    zoohub.json (metadata + manifest) is added, then the folder is renamed into place.
+
+    An interrupted save leaves the previous preset intact (at worst a stray `.tmp` folder).
+    """
+    target = Path(target).expanduser().absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        from zoohub import __version__
+
+        meta = {
+            "zoohub_version": __version__,
+            "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **metadata,
+            "files": file_manifest(tmp),
+        }
+        (tmp / ZOOHUB_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        _fsync_tree(tmp)
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,187 @@
+"""The friendly shell every task shares: from_preset, params on the backend, save_to_preset.
+
+A task holds `family`, `config`, `params` (a nested dict whose dotted paths are the
+checkpoint's tensor names), a tokenizer, and the preset's auxiliary files. Its math is a pure
+function of (params, inputs), jit-compiled on jax.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from zoohub.backbones import Family, Head, get_family
+from zoohub.backbones.loading import LoadReport, is_tied, load_params
+from zoohub.backend import get_backend, ops
+from zoohub.errors import UnsupportedArchitectureError
+from zoohub.presets.folder import ZOOHUB_FILE, read_config, read_json, save_preset_folder
+from zoohub.presets.resolve import resolve_preset
+from zoohub.presets.weights import flatten, read_weights, unflatten, write_weights
+from zoohub.tasks.tokenizer import TOKENIZER_FILES, Tokenizer
+
+# Files copied verbatim from the loaded preset into a saved one.
+AUX_FILES = TOKENIZER_FILES + (
+    "generation_config.json", "preprocessor_config.json", "modules.json", "sentence_bert_config.json",
+    "config_sentence_transformers.json", "1_Pooling/config.json",
+)
+
+
+def _dtype(name: str | None):
+    if name is None:
+        return None
+    if name in ("bfloat16", "bf16"):
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def to_backend(flat: dict[str, np.ndarray], dtype: str | None = None) -> dict:
+    """Nested params on the selected backend; floating tensors cast to `dtype` when given.
+
+    numpy keeps the memory-mapped views (no copy) unless a cast is asked for."""
+    o = ops()
+    target = _dtype(dtype)
+    out = {}
+    for name, arr in flat.items():
+        if target is not None and np.issubdtype(arr.dtype, np.floating) or (
+                target is not None and arr.dtype.name == "bfloat16"):
+            arr = arr.astype(target)
+        out[name] = o.asarray(arr)
+    return unflatten(out)
+
+
+def dtype_name(params) -> str:
+    leaves = [v for v in flatten(params).values() if np.dtype(v.dtype).kind == "f" or str(v.dtype) == "bfloat16"]
+    return str(leaves[0].dtype) if leaves else "float32"
+
+
+class Task:
+    """Base class of task models; use a subclass such as `zoohub.Backbone`."""
+
+    TASK: ClassVar[str] = "backbone"
+
+    def __init__(self, *, family: Family, config, params: dict, tokenizer: Tokenizer | None = None,
+                 aux_files: dict[str, bytes] | None = None, metadata: dict | None = None,
+                 report: LoadReport | None = None):
+        self.family = family
+        self.config = config
+        self.params = params
+        self.tokenizer = tokenizer
+        self.aux_files = dict(aux_files or {})
+        self.metadata = dict(metadata or {})
+        self.load_report = report or LoadReport()
+        self.backend = get_backend()
+        self._compiled: dict[str, Any] = {}
+
+    @property
+    def head(self) -> Head | None:
+        return None if self.TASK == "backbone" else self.family.heads[self.TASK]
+
+    # ---- loading ---------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, handle: str | os.PathLike, *, revision: str | None = None,
+                    dtype: str | None = None, seed: int = 0, **options):
+        """Load from a registry name, a hub handle or a local folder. See the subclass docs."""
+        folder = resolve_preset(handle, revision=revision)
+        return cls.from_folder(folder, dtype=dtype, seed=seed, source=os.fspath(handle), **options)
+
+    @classmethod
+    def from_folder(cls, folder: Path, *, dtype: str | None = None, seed: int = 0, source: str | None = None,
+                    num_labels: int | None = None, **options):
+        folder = Path(folder)
+        hf = read_config(folder)
+        family = get_family(hf["model_type"])
+        hf = cls._adjust_config(hf, num_labels=num_labels, **options)
+        config = family.config_class.from_hf(hf)
+        head = None
+        if cls.TASK != "backbone":
+            if cls.TASK not in family.heads:
+                raise UnsupportedArchitectureError(
+                    f"{family.model_type} has no {cls.TASK} head; it supports: backbone, {', '.join(family.heads)}")
+            head = family.heads[cls.TASK]
+        flat, report = load_params(read_weights(folder), family, config, head,
+                                   num_labels=cls._num_labels(hf, num_labels), seed=seed, where=str(folder))
+        aux = {name: (folder / name).read_bytes() for name in AUX_FILES if (folder / name).is_file()}
+        has_tokenizer = any(n in aux for n in ("tokenizer.json", "vocab.txt", "vocab.json"))
+        meta = read_json(folder, ZOOHUB_FILE) or {}
+        meta.pop("files", None)
+        meta["source"] = source or str(folder)
+        task = cls(family=family, config=config, params=to_backend(flat, dtype),
+                   tokenizer=Tokenizer.from_folder(folder) if has_tokenizer else None,
+                   aux_files=aux, metadata=meta, report=report)
+        task._configure(**options)
+        return task
+
+    @classmethod
+    def _adjust_config(cls, hf: dict, **options) -> dict:
+        """Subclasses change config.json before parsing (e.g. id2label for a new head)."""
+        return hf
+
+    @classmethod
+    def _num_labels(cls, hf: dict, num_labels: int | None) -> int | None:
+        return num_labels
+
+    def _configure(self, **options) -> None:
+        """Subclasses take their own from_preset options here."""
+        if options:
+            raise TypeError(f"{type(self).__name__}.from_preset got unexpected options: {sorted(options)}")
+
+    # ---- saving ----------------------------------------------------------------------------
+    @property
+    def architecture(self) -> str:
+        return self.family.base_architecture if self.head is None else self.head.architecture
+
+    def hf_config(self) -> dict:
+        """config.json as transformers writes it for this task's class."""
+        out = self.config.to_hf()
+        out.pop("torch_dtype", None)
+        out["architectures"] = [self.architecture]
+        out["dtype"] = dtype_name(self.params)
+        return out
+
+    def num_params(self) -> int:
+        """Parameter count (tied tensors once)."""
+        return int(sum(np.prod(v.shape) for v in flatten(self.params).values()))
+
+    def preprocessing_metadata(self) -> dict:
+        return {}
+
+    def tensors_to_save(self) -> dict[str, np.ndarray]:
+        return {k: ops().to_numpy(v) for k, v in flatten(self.params).items()}
+
+    def save_to_preset(self, path: str | os.PathLike, *, max_shard_bytes: int = 5 * 2**30) -> Path:
+        """Save as a transformers checkpoint plus zoohub.json, atomically.
+
+        `transformers.AutoModel...from_pretrained(path)` loads the result."""
+        import json
+
+        def fill(tmp: Path) -> None:
+            (tmp / "config.json").write_text(json.dumps(self.hf_config(), indent=2, sort_keys=True) + "\n")
+            write_weights(self.tensors_to_save(), tmp, max_shard_bytes=max_shard_bytes)
+            for name, data in self.aux_files.items():
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / name).write_bytes(data)
+            if self.tokenizer is not None and "tokenizer.json" not in self.aux_files:
+                self.tokenizer.save(tmp)
+
+        meta = {k: v for k, v in self.metadata.items() if k not in ("source", "saved_at", "zoohub_version")}
+        meta.update({
+            "task": self.TASK,
+            "architecture": self.architecture,
+            "num_params": self.num_params(),
+            "preprocessing": self.preprocessing_metadata(),
+        })
+        if self.metadata.get("source"):
+            meta.setdefault("base_model", self.metadata["source"])
+        meta.setdefault("preset_name", Path(path).name)
+        return save_preset_folder(Path(path), fill, metadata=meta)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.family.model_type}, {self.num_params():,} params, "
+                f"backend={self.backend})")
+
+
+__all__ = ["Task", "to_backend", "is_tied"]

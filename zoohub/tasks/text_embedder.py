@@ -1,0 +1,49 @@
+"""TextEmbedder: sentence embeddings with sentence-transformers' pooling and normalisation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from zoohub.layers import pool
+from zoohub.tasks.text_task import TextTask
+
+_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max", "pooling_mode_lasttoken": "last",
+}
+
+
+class TextEmbedder(TextTask):
+    """Sentence embeddings: backbone, then the pooling of `1_Pooling/config.json` (mean when there is
+    none), then L2 normalisation when `modules.json` has a Normalize module (or `normalize=True`).
+
+    Example:
+        >>> import zoohub
+        >>> emb = zoohub.TextEmbedder.from_preset("path/to/all-MiniLM-L6-v2")   # doctest: +SKIP
+        >>> vectors = emb.predict(["a", "b"])                                  # [2, D]  # doctest: +SKIP
+    """
+
+    TASK = "backbone"  # saved as the bare model, with the sentence-transformers files beside it
+
+    def _configure(self, pooling: str | None = None, normalize: bool | None = None,
+                   sequence_length: int | None = None, **options) -> None:
+        st_config = json.loads(self.aux_files.get("sentence_bert_config.json", b"{}"))
+        super()._configure(sequence_length=sequence_length or st_config.get("max_seq_length"), **options)
+        pooling_config = json.loads(self.aux_files.get("1_Pooling/config.json", b"{}"))
+        modes = [mode for key, mode in _POOLING_KEYS.items() if pooling_config.get(key)]
+        self.pooling = pooling or (modes[0] if modes else "mean")
+        modules = json.loads(self.aux_files.get("modules.json", b"[]"))
+        has_normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
+        self.normalize = normalize if normalize is not None else (has_normalize or not modules)
+
+    def _outputs(self, params, inputs, rng=None):
+        hidden = self.family.forward(params, self.config, inputs, rng=rng)
+        return pool(hidden, inputs["attention_mask"], self.pooling)
+
+    def predict(self, x, pairs=None) -> np.ndarray:
+        """Embeddings [B, D] (float32), unit length when normalising."""
+        out = self._run(x, pairs)[0].astype(np.float32)
+        if self.normalize:
+            out = out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+        return out
