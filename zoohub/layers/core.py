@@ -11,12 +11,19 @@ from zoohub.backend import ops
 
 
 def linear(params: Mapping, x, *, layout: str = "out_in"):
-    """x @ W^T + b for torch Linear weights [out, in]; layout="in_out" for GPT-2's Conv1D [in, out]."""
+    """x @ W^T + b for torch Linear weights [out, in]; layout="in_out" for GPT-2's Conv1D [in, out].
+
+    A LoRA adapter, when present beside the weight (`lora_A.weight` [r, in], `lora_B.weight`
+    [out, r], PEFT's names, and a 0-d `lora_scaling` = alpha / r), adds `scaling * B(A(x))`.
+    """
     xp = ops().xp
     w = params["weight"]
     y = xp.matmul(x, w.T if layout == "out_in" else w)
     if params.get("bias") is not None:
         y = y + params["bias"]
+    if "lora_A" in params:
+        low = xp.matmul(x, params["lora_A"]["weight"].T)
+        y = y + xp.matmul(low, params["lora_B"]["weight"].T) * params["lora_scaling"]
     return y
 
 

@@ -63,7 +63,16 @@ def all_presets() -> list[Preset]:
     return [_PRESETS[n] for n in sorted(_PRESETS)]
 
 
-from zoohub.presets import catalog as _catalog  # noqa: E402  (fills the table)
+def _load_catalogs() -> None:
+    import importlib
+    import importlib.util
 
-for _row in _catalog.ROWS:
-    register_preset(Preset(**_row))
+    # One data module per area, so rows are added without touching each other's files.
+    for module in ("catalog", "catalog_decoders", "catalog_vision"):
+        name = f"zoohub.presets.{module}"
+        if importlib.util.find_spec(name) is not None:
+            for row in importlib.import_module(name).ROWS:
+                register_preset(Preset(**row))
+
+
+_load_catalogs()

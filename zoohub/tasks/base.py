@@ -129,6 +129,20 @@ class Task:
         if options:
             raise TypeError(f"{type(self).__name__}.from_preset got unexpected options: {sorted(options)}")
 
+    # ---- training (implemented in zoohub.tasks.training; jax only) ---------------------------
+    def fit(self, *args, **kwargs):
+        """Fine-tune in place on the jax backend; see `zoohub.tasks.training.fit`."""
+        ops().require_training("fit")
+        from zoohub.tasks.training import fit
+
+        return fit(self, *args, **kwargs)
+
+    def evaluate(self, *args, **kwargs) -> dict:
+        """Loss and metrics on labelled data; see `zoohub.tasks.training.evaluate`."""
+        from zoohub.tasks.training import evaluate
+
+        return evaluate(self, *args, **kwargs)
+
     # ---- saving ----------------------------------------------------------------------------
     @property
     def architecture(self) -> str:
