@@ -10,9 +10,11 @@ The numpy path never imports jax.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
+from collections.abc import Iterator
 from types import ModuleType
 
 from zoohub.errors import BackendError
@@ -28,14 +30,21 @@ def _default() -> str:
         if name not in BACKENDS:
             raise BackendError(f"ZOOHUB_BACKEND={name!r} is not a backend; choose one of {BACKENDS}")
         return name
-    return "jax" if importlib.util.find_spec("jax") is not None else "numpy"
+    return "jax" if _jax_installed() else "numpy"
+
+
+def _jax_installed() -> bool:
+    try:
+        return importlib.util.find_spec("jax") is not None
+    except (ImportError, ValueError):  # a stubbed-out sys.modules["jax"] = None
+        return False
 
 
 def set_backend(name: str) -> None:
     """Select the backend for models built from now on ("jax" or "numpy")."""
     if name not in BACKENDS:
         raise BackendError(f"backend {name!r} is not one of {BACKENDS}")
-    if name == "jax" and importlib.util.find_spec("jax") is None:
+    if name == "jax" and not _jax_installed():
         raise BackendError("backend 'jax' needs jax: pip install 'zoohub[jax]'")
     global _selected
     _selected = name
@@ -47,6 +56,18 @@ def get_backend() -> str:
     if _selected is None:
         _selected = _default()
     return _selected
+
+
+@contextlib.contextmanager
+def using(name: str) -> Iterator[None]:
+    """Run a block on one backend (a model keeps the backend it was built on)."""
+    global _selected
+    previous = get_backend()
+    _selected = name
+    try:
+        yield
+    finally:
+        _selected = previous
 
 
 def ops(name: str | None = None) -> ModuleType:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from zoohub.backend import ops
+from zoohub.backend import ops, using
 from zoohub.errors import InputError, MissingFileError
 from zoohub.tasks.base import Task
 from zoohub.tasks.tokenizer import bucket_length, pad_batch
@@ -86,7 +86,10 @@ class TextTask(Task):
 
     def _run(self, x, pairs=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Outputs for all inputs, in batches padded to bucket shapes so jax compiles a few shapes only."""
-        inputs = self._inputs(x, pairs)
+        with using(self.backend):
+            return self._run_batches(self._inputs(x, pairs))
+
+    def _run_batches(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         n, length = inputs["input_ids"].shape
         fn = self._compiled_outputs()
         bucketed = self.backend == "jax"
