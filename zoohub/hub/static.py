@@ -26,7 +26,7 @@ logger = logging.getLogger("zoohub.hub")
 STATE = ".zoohub-static.json"
 MAX_ATTEMPTS = 5
 BACKOFF_S = 0.25  # doubled after each failed attempt
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16  # small enough that a dropped connection loses little
 
 
 def cache_folder(base_url: str) -> Path:
@@ -152,7 +152,7 @@ class StaticFolder:
     def _stream(response: requests.Response, part: Path, resume: int, total: int | None, name: str) -> None:
         from tqdm.auto import tqdm
 
-        show = not env.quiet() and (total or 0) > 8 * _CHUNK
+        show = not env.quiet() and (total or 0) > 8 << 20
         with open(part, "ab" if resume else "wb") as f, tqdm(
                 total=total, initial=resume, unit="B", unit_scale=True, desc=name, disable=not show) as bar:
             for chunk in response.iter_content(_CHUNK):
