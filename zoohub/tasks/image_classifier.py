@@ -1,0 +1,131 @@
+"""ImageClassifier: image classification with transformers' heads (`ViTForImageClassification`)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import numpy as np
+
+from zoohub.backend import ops
+from zoohub.errors import InputError, UnsupportedConfigError
+from zoohub.tasks.base import Task
+from zoohub.tasks.image_preprocessor import ImagePreprocessor
+from zoohub.tasks.tokenizer import bucket_length
+
+PREPROCESSOR_FILE = "preprocessor_config.json"
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+class ImageClassifier(Task):
+    """Classify images. Loads the checkpoint's head, or makes a new one with `num_classes`.
+
+    Images are channels-last uint8 or float arrays ([H, W, C] each, or one [N, H, W, C] array), PIL
+    images, or file paths; `preprocessor_config.json` says how to resize and normalize them.
+
+    Args of `from_preset`: `num_classes` (needed when the checkpoint has no classifier, or to replace
+    its head), `labels` (names, in class order), `batch_size`, `dtype`.
+
+    Example:
+        >>> import zoohub
+        >>> vit = zoohub.ImageClassifier.from_preset("path/to/vit", num_classes=10)  # doctest: +SKIP
+        >>> vit.top_k(["cat.jpg"], k=3)   # [[("cat", 0.91), ("lynx", 0.05), ...]]   # doctest: +SKIP
+        >>> vit.fit(images, labels, epochs=1)                                       # doctest: +SKIP
+    """
+
+    TASK = "image_classifier"
+
+    @classmethod
+    def _adjust_config(cls, hf: dict, *, num_labels=None, num_classes=None, labels=None, **options) -> dict:
+        hf = dict(hf)
+        has_head = any(a.endswith("ForImageClassification") for a in hf.get("architectures") or [])
+        saved = hf.get("id2label") if has_head else None
+        n = num_classes or (len(labels) if labels else None) or (len(saved) if saved else None)
+        if n is None:
+            raise UnsupportedConfigError(
+                "this checkpoint has no image-classification head; pass num_classes=N "
+                "(and optionally labels=[...]) to add a new one")
+        if labels is not None and len(labels) != n:
+            raise InputError(f"got {len(labels)} labels for num_classes={n}")
+        if labels is None and saved and len(saved) == n:
+            id2label = {str(k): v for k, v in saved.items()}
+        else:
+            id2label = {str(i): (labels[i] if labels else f"LABEL_{i}") for i in range(n)}
+        hf["id2label"] = id2label
+        hf["label2id"] = {v: int(k) for k, v in id2label.items()}
+        return hf
+
+    @classmethod
+    def from_folder(cls, folder, *, num_classes=None, labels=None, **kw):
+        return super().from_folder(folder, num_classes=num_classes, labels=labels, **kw)
+
+    @classmethod
+    def _num_labels(cls, hf: dict, num_labels):
+        return len(hf["id2label"])
+
+    def _configure(self, num_classes=None, labels=None, batch_size: int = 32, **options) -> None:
+        super()._configure(**options)
+        self.batch_size = batch_size
+        # ViTForImageClassification has no pooler; a ViTModel checkpoint's would be saved as junk.
+        self.params[self.family.prefix].pop("pooler", None)
+        raw = self.aux_files.get(PREPROCESSOR_FILE)
+        config = json.loads(raw) if raw else None
+        self.preprocessor = ImagePreprocessor(config, image_size=self.config.image_size)
+        if raw is None:  # so the saved preset is complete for transformers' AutoImageProcessor too
+            self.aux_files[PREPROCESSOR_FILE] = (json.dumps(self.preprocessor.to_config(), indent=2) + "\n").encode()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.config.extra["id2label"])
+
+    @property
+    def labels(self) -> list[str]:
+        id2label = self.config.extra["id2label"]
+        return [id2label[str(i)] for i in range(len(id2label))]
+
+    def preprocessing_metadata(self) -> dict:
+        return {"image_size": [self.preprocessor.height, self.preprocessor.width]}
+
+    def preprocess(self, images) -> dict[str, np.ndarray]:
+        """{"pixel_values": [N, C, H, W] float32} from images, or pass a dict with pixel_values through."""
+        if isinstance(images, Mapping):
+            if "pixel_values" not in images:
+                raise InputError("image inputs given as a dict need a 'pixel_values' array [N, C, H, W]")
+            return {"pixel_values": np.asarray(images["pixel_values"], np.float32)}
+        return {"pixel_values": self.preprocessor(images)}
+
+    def _outputs(self, params, inputs, rng=None):
+        hidden = self.family.forward(params[self.family.prefix], self.config, inputs, rng=rng)
+        return self.head.apply(params, self.config, hidden, inputs, rng=rng)
+
+    def logits(self, images) -> np.ndarray:
+        """Raw logits [N, num_classes], in batches padded to bucket sizes so jax compiles few shapes."""
+        pixels = self.preprocess(images)["pixel_values"]
+        if "outputs" not in self._compiled:
+            self._compiled["outputs"] = ops().jit(lambda params, inputs: self._outputs(params, inputs))
+        fn = self._compiled["outputs"]
+        chunks = []
+        for start in range(0, len(pixels), self.batch_size):
+            batch = pixels[start:start + self.batch_size]
+            b = len(batch)
+            padded = bucket_length(b, minimum=1, maximum=self.batch_size) if self.backend == "jax" else b
+            batch = np.pad(batch, ((0, padded - b), (0, 0), (0, 0), (0, 0)))
+            chunks.append(ops().to_numpy(fn(self.params, {"pixel_values": batch}))[:b])
+        return np.concatenate(chunks)
+
+    def predict(self, images) -> np.ndarray:
+        """Class probabilities [N, num_classes]."""
+        return _softmax(self.logits(images).astype(np.float32))
+
+    def top_k(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
+        """The k most likely (label, probability) pairs per image, best first, named by id2label."""
+        probs = self.predict(images)
+        order = np.argsort(-probs, axis=-1)[:, :k]
+        return [[(self.labels[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
+
+    def classify(self, images) -> list[str]:
+        """The most likely label name per image."""
+        return [self.labels[i] for i in self.predict(images).argmax(-1)]
