@@ -47,7 +47,8 @@ def refuse_pickles(names: Collection[str], where: str) -> None:
 
 
 def select_files(exists: Callable[[str], bool], read_json: Callable[[str], dict], *,
-                 listing: Collection[str] | None, where: str) -> list[str]:
+                 listing: Collection[str] | None, where: str,
+                 probe: Callable[[str], bool] | None = None) -> list[str]:
     """The files to fetch, config first and weights last.
 
     Args:
@@ -55,6 +56,7 @@ def select_files(exists: Callable[[str], bool], read_json: Callable[[str], dict]
         read_json: the parsed content of a JSON file that exists (used for the shard index).
         listing: every file name when known (to name refused pickles); None on hosts without listings.
         where: the handle, for messages.
+        probe: whether a refused file exists, without downloading it (used when there is no listing).
     """
     configs = [n for n in CONFIG_FILES if exists(n)]
     if not configs:
@@ -73,7 +75,7 @@ def select_files(exists: Callable[[str], bool], read_json: Callable[[str], dict]
         weights = []
     else:
         pickles = [n for n in listing if is_pickle(n)] if listing is not None else [
-            n for n in ("pytorch_model.bin", "pytorch_model.bin.index.json") if exists(n)]
+            n for n in ("pytorch_model.bin", "pytorch_model.bin.index.json") if (probe or exists)(n)]
         if pickles:
             refuse_pickles(pickles, where)
         raise MissingFileError(

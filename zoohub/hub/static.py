@@ -137,6 +137,14 @@ class StaticFolder:
         raise HubError(f"gave up on {url} after {MAX_ATTEMPTS} attempts (server errors or dropped "
                        "connections); try again later")
 
+    def head(self, name: str) -> bool:
+        """Whether the host has the file, without downloading it (for files that are never fetched)."""
+        try:
+            response = self.session.head(self.base + quote(name), timeout=(env.connect_timeout(), 60))
+        except requests.RequestException:
+            return False
+        return response.status_code == 200
+
     @staticmethod
     def _sleep(attempt: int) -> None:
         time.sleep(BACKOFF_S * 2 ** attempt)
@@ -201,7 +209,7 @@ class StaticFolder:
             return json.loads(path.read_text())
 
         names = select_files(exists, read_json, listing=list(manifest) if manifest is not None else None,
-                             where=where)
+                             where=where, probe=self.head)
         for name in names:
             if manifest is not None and name != "zoohub.json" and self.get(name) is None:
                 raise HubError(f"{where}zoohub.json lists {name} but the host answers 404; re-upload the preset")
