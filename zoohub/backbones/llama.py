@@ -1,0 +1,162 @@
+"""Llama (also SmolLM/SmolLM2), Mistral, Qwen2 and Qwen3: pre-norm decoders with RMSNorm, RoPE,
+grouped-query attention and a SwiGLU MLP. They differ in small, declared ways:
+
+- Mistral: sliding-window attention on every layer (`sliding_window`).
+- Qwen2: biases on q/k/v (not o); sliding window on layers >= `max_window_layers` when enabled.
+- Qwen3: per-head RMSNorm on q and k before RoPE (`q_norm`, `k_norm`).
+
+    >>> from zoohub.backbones import get_family
+    >>> get_family("qwen3").heads["causal_lm"].architecture
+    'Qwen3ForCausalLM'
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from zoohub.backbones.base import Family, Head, ModelConfig
+from zoohub.backbones.decoder import (
+    ROPE_CHECKS, DecoderConfig, is_sliding_array, masks_for, prepare, rope_tables, run_layers, select,
+    self_attention,
+)
+from zoohub.layers import KeyStream, activation, dropout, embedding, gated_mlp, get_path, linear, rms_norm
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlamaConfig(DecoderConfig):
+    MODEL_TYPE = "llama"
+    CHECKS = {**ROPE_CHECKS, "pretraining_tp": (lambda v: v in (None, 1), "1 (the split matmul is the same math)")}
+    QK_NORM: ClassVar[bool] = False
+    QKV_BIAS: ClassVar[bool | None] = None   # None: `attention_bias` decides (and covers o_proj too)
+
+    DROP_IF_NONE = DecoderConfig.DROP_IF_NONE + ("sliding_window",)
+
+    hidden_act: str = "silu"
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    tie_word_embeddings: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class MistralConfig(LlamaConfig):
+    MODEL_TYPE = "mistral"
+    CHECKS = ROPE_CHECKS
+    DROP_IF_NONE = DecoderConfig.DROP_IF_NONE  # an explicit null window must survive a save
+    max_position_embeddings: int = 131072
+    sliding_window: int | None = 4096  # transformers' default; an explicit null turns it off
+
+
+@dataclass(frozen=True, kw_only=True)
+class Qwen2Config(LlamaConfig):
+    MODEL_TYPE = "qwen2"
+    CHECKS = ROPE_CHECKS
+    QKV_BIAS = True
+    max_position_embeddings: int = 32768
+    use_sliding_window: bool = False
+    max_window_layers: int | None = 28
+
+    def attention_kinds(self) -> list[str]:
+        if self.layer_types is not None:
+            return list(self.layer_types)
+        # transformers' rule for configs written before `layer_types` existed
+        slide = self.use_sliding_window and self.sliding_window
+        return ["sliding_attention" if slide and i >= (self.max_window_layers or 0) else "full_attention"
+                for i in range(self.num_hidden_layers)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Qwen3Config(Qwen2Config):
+    MODEL_TYPE = "qwen3"
+    QK_NORM = True
+    QKV_BIAS = None
+
+
+def _has_bias(c: LlamaConfig, proj: str) -> bool:
+    if c.QKV_BIAS is None:
+        return c.attention_bias
+    return c.QKV_BIAS and proj != "o_proj"
+
+
+def _block(c: LlamaConfig, ctx: dict, keys: KeyStream):
+    """The decoder layer as a function of (layer params, x, per-layer info, kv)."""
+    norm = lambda p, x: rms_norm(p, x, eps=c.rms_norm_eps)  # noqa: E731
+    act = activation(c.hidden_act)
+
+    def block(p, x, info, kv):
+        sliding = info["is_sliding"]
+        a, kv = self_attention(p["self_attn"], norm(p["input_layernorm"], x), config=c,
+                               rope=select(sliding, ctx["rope"]), mask=select(sliding, ctx["masks"]),
+                               scale=c.dim_per_head ** -0.5, kv=kv, index=ctx["index"],
+                               qk_norm=norm if c.QK_NORM else None)
+        x = x + dropout(a, c.attention_dropout, keys())
+        m = p["mlp"]
+        x = x + gated_mlp(m["gate_proj"], m["up_proj"], m["down_proj"], norm(p["post_attention_layernorm"], x), act=act)
+        return x, kv
+
+    return block
+
+
+def forward(params, config: LlamaConfig, inputs, *, rng=None, cache=None, stacked: bool = False):
+    """Final hidden states [B, T, D]; with `cache`, (hidden, updated cache). See `decoder` for inputs."""
+    ids, positions, key_positions, key_valid = prepare(inputs)
+    ctx = {"rope": rope_tables(config, positions), "masks": masks_for(config, positions, key_positions, key_valid),
+           "index": inputs.get("cache_index")}
+    x = embedding(params["embed_tokens"], ids)
+    x, cache = run_layers(_block(config, ctx, KeyStream(rng)), params["layers"], x,
+                          per_layer={"is_sliding": is_sliding_array(config)}, cache=cache, stacked=stacked)
+    x = rms_norm(params["norm"], x, eps=config.rms_norm_eps)
+    return x if cache is None else (x, cache)
+
+
+def shapes(c: LlamaConfig) -> dict[str, tuple]:
+    d, f, h = c.hidden_size, c.intermediate_size, c.dim_per_head
+    out = {"embed_tokens.weight": (c.vocab_size, d), "norm.weight": (d,)}
+    proj = {"q_proj": (c.num_attention_heads * h, d), "k_proj": (c.kv_heads * h, d),
+            "v_proj": (c.kv_heads * h, d), "o_proj": (d, c.num_attention_heads * h)}
+    for i in range(c.num_hidden_layers):
+        p = f"layers.{i}."
+        for name, shape in proj.items():
+            out[p + f"self_attn.{name}.weight"] = shape
+            if _has_bias(c, name):
+                out[p + f"self_attn.{name}.bias"] = shape[:1]
+        if c.QK_NORM:
+            out[p + "self_attn.q_norm.weight"] = out[p + "self_attn.k_norm.weight"] = (h,)
+        for name, shape in {"gate_proj": (f, d), "up_proj": (f, d), "down_proj": (d, f)}.items():
+            out[p + f"mlp.{name}.weight"] = shape
+            if c.mlp_bias:
+                out[p + f"mlp.{name}.bias"] = shape[:1]
+        out[p + "input_layernorm.weight"] = out[p + "post_attention_layernorm.weight"] = (d,)
+    return out
+
+
+def lm_head(params, c: ModelConfig, hidden, inputs=None, *, rng=None):
+    """Logits [B, T, V] in float32; `lm_head.weight`, or the embeddings when tied."""
+    w = get_path(params, "lm_head.weight")
+    if w is None:
+        w = params["model"]["embed_tokens"]["weight"]
+    return linear({"weight": w}, hidden).astype("float32")
+
+
+def causal_lm_head(arch: str, apply=lm_head, embeddings: str = "model.embed_tokens.weight", width=None) -> Head:
+    width = width or (lambda c: c.hidden_size)
+    return Head(task="causal_lm", architecture=arch, apply=apply,
+                shapes=lambda c, n: {"lm_head.weight": (c.vocab_size, width(c))},
+                tied={"lm_head.weight": embeddings})
+
+
+IGNORED = (r"(^|\.)position_ids$", r"(^|\.)rotary_emb\.inv_freq$")
+
+
+def _family(model_type: str, config_class, arch: str) -> Family:
+    return Family(model_type=model_type, config_class=config_class, prefix="model",
+                  base_architecture=f"{arch}Model", forward=forward, shapes=shapes,
+                  ignored=IGNORED,
+                  heads={"causal_lm": causal_lm_head(f"{arch}ForCausalLM")})
+
+
+FAMILIES = {
+    "llama": _family("llama", LlamaConfig, "Llama"),
+    "mistral": _family("mistral", MistralConfig, "Mistral"),
+    "qwen2": _family("qwen2", Qwen2Config, "Qwen2"),
+    "qwen3": _family("qwen3", Qwen3Config, "Qwen3"),
+}
