@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# The test command (README): the whole suite, offline, on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec python -m pytest tests -q -p no:cacheprovider "$@"
