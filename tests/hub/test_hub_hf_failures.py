@@ -99,6 +99,18 @@ def test_verified_files_are_not_rehashed(monkeypatch, published):
     assert resolve_preset(f"hf://{published}") == folder
 
 
+def test_pinned_commit_in_cache_needs_no_network(hub, published):
+    r = hub.state.repos[published]
+    commit = r.refs["main"]
+    folder = resolve_preset(f"hf://{published}@{commit}")
+    before = len(hub.state.log)
+    assert resolve_preset(f"hf://{published}@{commit}") == folder
+    assert len(hub.state.log) == before
+    (folder / "tokenizer.json").unlink()  # incomplete: goes back to the hub
+    assert (resolve_preset(f"hf://{published}@{commit}") / "tokenizer.json").is_file()
+    assert len(hub.state.log) > before
+
+
 def test_gated_repo(monkeypatch, hub, published):
     hub.state.repos["me/gated"] = hub.state.repos[published].__class__(
         gated=True, commits=hub.state.repos[published].commits, refs=dict(hub.state.repos[published].refs))

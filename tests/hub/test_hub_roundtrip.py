@@ -25,7 +25,6 @@ def commit_of(url: str) -> str:
 
 
 def test_upload_then_download_by_branch_tag_and_commit(monkeypatch, hub, tiny_preset):
-    (tiny_preset.parent / "notes").mkdir(exist_ok=True)
     url = upload(monkeypatch, "me/roundtrip", tiny_preset)
     commit = commit_of(url)
     assert url == f"{hub.url}/me/roundtrip/commit/{commit}"

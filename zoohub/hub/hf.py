@@ -135,6 +135,10 @@ def fetch(repo_id: str, revision: str | None = None) -> Path:
     storage = repo_cache(cache_dir, repo_id)
     if env.offline():
         return from_cache(repo_id, revision, storage, "offline mode is on (HF_HUB_OFFLINE=1)", OfflineError)
+    if COMMIT.match(revision) and _record_file(storage, revision).is_file():
+        # A commit never changes: when all its files are cached and verified, skip the network.
+        with contextlib.suppress(MissingFileError, OfflineError, IntegrityError):
+            return from_cache(repo_id, revision, storage, "", OfflineError)
     api = HfApi(endpoint=endpoint, token=token)
     try:
         with env.hf_progress(), translate_errors(repo_id, revision, endpoint, token):
