@@ -23,6 +23,7 @@ class Preset:
     license: str
     task: str            # default task: backbone, text_classifier, masked_lm, text_embedder, causal_lm, image_classifier
     family: str          # transformers model_type
+    bundled: str | None = None  # folder under zoohub/data shipped in the package, seeded into the local hub
 
 
 _PRESETS: dict[str, Preset] = {}

@@ -33,7 +33,10 @@ def resolve_preset(handle: str | os.PathLike, *, revision: str | None = None) ->
     names = registry.list_presets()
     if text in names:
         row = registry.get_preset(text)
-        return fetch(parse_handle(row.handle, revision=revision or row.revision))
+        handle = parse_handle(row.handle, revision=revision or row.revision)
+        if row.bundled:
+            _seed_bundled(row.bundled, handle)
+        return fetch(handle)
     hint = close_matches(text, names)
     if REPO_ID.match(text):
         raise PresetNotFoundError(
@@ -42,3 +45,14 @@ def resolve_preset(handle: str | os.PathLike, *, revision: str | None = None) ->
     raise PresetNotFoundError(
         f"preset {text!r} is neither a registered name nor a local folder;{hint or ''} "
         "(zoohub.list_presets() lists all; remote handles start with hf://, https:// or local://)")
+
+
+def _seed_bundled(name: str, handle) -> None:
+    """Copy a preset shipped inside the package into the local hub the first time it is asked for."""
+    if handle.scheme != "local" or handle.path.is_dir():
+        return
+    from zoohub.hub import local
+
+    source = Path(__file__).resolve().parents[1] / "data" / name
+    if source.is_dir():
+        local.publish(source, handle.path)
