@@ -179,3 +179,20 @@ def test_registry_name_resolves_through_its_pinned_handle(monkeypatch, hub, tiny
         assert resolve_preset("bert_base_en_uncased").name == commit
     assert resolve_preset("bert_base_en_uncased", revision=commit).name == commit
     assert os.path.basename(resolve_preset(row.handle)) == commit
+
+
+def test_progress_is_quiet_off_a_terminal_or_when_asked(monkeypatch):
+    from zoohub.hub import env
+
+    class Tty:
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stderr", Tty())
+    monkeypatch.delenv("ZOOHUB_QUIET")
+    assert not env.quiet()
+    monkeypatch.setenv("ZOOHUB_QUIET", "1")
+    assert env.quiet()
+    monkeypatch.setattr("sys.stderr", object())  # not a terminal (no isatty)
+    monkeypatch.delenv("ZOOHUB_QUIET")
+    assert env.quiet()
