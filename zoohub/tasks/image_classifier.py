@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from zoohub.backend import ops
+from zoohub.backend import ops, using
 from zoohub.errors import InputError, UnsupportedConfigError
 from zoohub.tasks.base import Task
 from zoohub.tasks.image_preprocessor import ImagePreprocessor
@@ -104,6 +104,10 @@ class ImageClassifier(Task):
     def logits(self, images) -> np.ndarray:
         """Raw logits [N, num_classes], in batches padded to bucket sizes so jax compiles few shapes."""
         pixels = self.preprocess(images)["pixel_values"]
+        with using(self.backend):  # a model keeps the backend it was built on
+            return self._logits(pixels)
+
+    def _logits(self, pixels: np.ndarray) -> np.ndarray:
         if "outputs" not in self._compiled:
             self._compiled["outputs"] = ops().jit(lambda params, inputs: self._outputs(params, inputs))
         fn = self._compiled["outputs"]
