@@ -143,6 +143,31 @@ class Task:
 
         return evaluate(self, *args, **kwargs)
 
+    # ---- LoRA (implemented in zoohub.tasks.lora) -----------------------------------------------
+    def enable_lora(self, rank: int = 8, alpha: float = 16, targets=None, seed: int = 0) -> list[str]:
+        """Add LoRA adapters (only they train from now on); see `zoohub.tasks.lora.enable_lora`."""
+        from zoohub.tasks.lora import enable_lora
+
+        return enable_lora(self, rank=rank, alpha=alpha, targets=targets, seed=seed)
+
+    def save_lora(self, path: str | os.PathLike) -> Path:
+        """Write the adapters in PEFT's format; see `zoohub.tasks.lora.save_lora`."""
+        from zoohub.tasks.lora import save_lora
+
+        return save_lora(self, path)
+
+    def load_lora(self, path: str | os.PathLike) -> list[str]:
+        """Read a PEFT LoRA adapter onto this model; see `zoohub.tasks.lora.load_lora`."""
+        from zoohub.tasks.lora import load_lora
+
+        return load_lora(self, path)
+
+    def merge_lora(self) -> None:
+        """Fold the adapters into the base weights, in place."""
+        from zoohub.tasks.lora import merge_lora
+
+        merge_lora(self)
+
     # ---- saving ----------------------------------------------------------------------------
     @property
     def architecture(self) -> str:
@@ -164,7 +189,9 @@ class Task:
         return {}
 
     def tensors_to_save(self) -> dict[str, np.ndarray]:
-        return {k: ops().to_numpy(v) for k, v in flatten(self.params).items()}
+        from zoohub.tasks.lora import merged_tensors  # LoRA adapters are folded in: a plain checkpoint
+
+        return merged_tensors(self)
 
     def save_to_preset(self, path: str | os.PathLike, *, max_shard_bytes: int = 5 * 2**30) -> Path:
         """Save as a transformers checkpoint plus zoohub.json, atomically.
