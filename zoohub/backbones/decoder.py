@@ -153,8 +153,8 @@ def rope_tables(config: DecoderConfig, positions) -> dict:
 def select(is_sliding, table: dict):
     """table["sliding_attention"] if is_sliding else table["full_attention"]; under `lax.scan` the
     flag is traced, so both are computed and one is picked with `where`."""
-    if "sliding_attention" not in table:
-        return table["full_attention"]
+    if len(table) == 1:
+        return next(iter(table.values()))
     if isinstance(is_sliding, (bool, np.bool_)):
         return table["sliding_attention" if is_sliding else "full_attention"]
     xp = ops().xp

@@ -1,0 +1,194 @@
+"""Decoding: settings, samplers, the model step over a static KV cache, and the numpy decode loop.
+
+The algorithm is the same on both backends: prefill the (left-padded) prompts into a KV cache of
+static length `prompt + max_new_tokens`, then one token per step. Positions are counted over real
+tokens, so padding never shifts them; the attention mask over cache slots is `slot written and
+slot was a real token`. On jax the whole loop is one compiled `lax.while_loop`
+(`generation_jax.py`, imported only on that backend); here it is a Python loop.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoohub.backbones.decoder import default_positions
+from zoohub.backend import ops
+from zoohub.errors import InputError
+from zoohub.layers.kv_cache import init_cache
+
+SAMPLERS = ("greedy", "temperature", "top_k", "top_p", "beam")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationSettings:
+    """How to pick tokens; `sampler` names the method, the other fields tune it."""
+
+    max_new_tokens: int = 64
+    sampler: str = "greedy"
+    temperature: float = 1.0
+    top_k: int = 0          # 0: no top-k filter
+    top_p: float = 1.0      # 1.0: no nucleus filter
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool = False
+    seed: int = 0
+    stop_token_ids: tuple[int, ...] = ()
+    stop: tuple[str, ...] = ()
+    pad_token_id: int = 0
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"sampler {self.sampler!r} is not one of {SAMPLERS}")
+        if self.max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature <= 0 and self.do_sample:
+            raise InputError("temperature must be > 0 for sampling; use sampler='greedy' for argmax decoding")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise InputError(f"top_k must be >= 0, got {self.top_k}")
+        if self.sampler == "beam" and self.num_beams < 2:
+            raise InputError("sampler='beam' needs num_beams >= 2")
+
+    @property
+    def do_sample(self) -> bool:
+        return self.sampler in ("temperature", "top_k", "top_p")
+
+
+# ---- sampling (backend-generic: xp is numpy or jax.numpy) --------------------------------------
+
+def filter_logits(logits, temperature, top_k, top_p):
+    """Temperature, then top-k, then top-p (nucleus), in transformers' order; filtered logits are -inf.
+
+    top_k / top_p may be traced values on jax, so both filters always run (k = 0 means V)."""
+    xp = ops().xp
+    logits = logits.astype(xp.float32) / temperature
+    vocab = logits.shape[-1]
+    ordered = -xp.sort(-logits, axis=-1)                                       # [B, V] descending
+    k = xp.where(top_k > 0, top_k, vocab)
+    rank = xp.arange(vocab)[None, :]
+    ordered = xp.where(rank < k, ordered, -xp.inf)
+    probs = xp.exp(ordered - ordered[:, :1])
+    probs = probs / probs.sum(-1, keepdims=True)
+    mass_before = xp.cumsum(probs, axis=-1) - probs                            # probability of better tokens
+    keep = (mass_before < top_p) & (rank < k)
+    keep = keep | (rank == 0)
+    num_keep = keep.sum(-1, keepdims=True)
+    threshold = xp.take_along_axis(ordered, num_keep - 1, axis=-1)             # smallest kept logit
+    return xp.where(logits < threshold, -xp.inf, logits)
+
+
+def pick_tokens(logits, noise, *, do_sample: bool, temperature=1.0, top_k=0, top_p=1.0):
+    """argmax for greedy; for sampling, argmax(filtered logits + Gumbel noise) (exact categorical sampling)."""
+    xp = ops().xp
+    if not do_sample:
+        return xp.argmax(logits, axis=-1).astype(xp.int32)
+    return xp.argmax(filter_logits(logits, temperature, top_k, top_p) + noise, axis=-1).astype(xp.int32)
+
+
+# ---- one model step over the cache -------------------------------------------------------------
+
+def model_step(family, config, head, params, ids, positions, cache, cache_positions, base_valid, index,
+               *, stacked: bool = False):
+    """Run `ids` [B, T] at `positions` through the cache (written at `index`); returns
+    (logits of the last position [B, V] float32, cache)."""
+    xp = ops().xp
+    slots = xp.arange(base_valid.shape[1])[None, :]
+    valid = base_valid * (slots < index + ids.shape[1]).astype(base_valid.dtype)
+    inputs = {"input_ids": ids, "position_ids": positions, "cache_index": index,
+              "cache_positions": cache_positions, "cache_mask": valid}
+    hidden, cache = family.forward(params[family.prefix], config, inputs, cache=cache, stacked=stacked)
+    return head.apply(params, config, hidden[:, -1:], inputs)[:, 0], cache
+
+
+def cache_layout(config, prompt_mask, total: int):
+    """(prompt positions [B, Tp], cache positions [B, S], base validity [B, S]) for a cache of `total` slots."""
+    xp = ops().xp
+    b, tp = prompt_mask.shape
+    prompt_pos = default_positions(prompt_mask)
+    next_pos = prompt_mask.astype(xp.int32).sum(1)
+    new_pos = next_pos[:, None] + xp.arange(total - tp)[None, :]
+    cache_positions = xp.concatenate([prompt_pos, new_pos], axis=1).astype(xp.int32)
+    base_valid = xp.concatenate([prompt_mask.astype(xp.int32), xp.ones((b, total - tp), xp.int32)], axis=1)
+    return prompt_pos.astype(xp.int32), cache_positions, base_valid
+
+
+def empty_cache(config, batch: int, total: int, dtype):
+    return init_cache(config.num_hidden_layers, batch, total, config.kv_heads, config.dim_per_head, dtype)
+
+
+def decode_numpy(task, params, ids: np.ndarray, mask: np.ndarray, s: GenerationSettings) -> Iterator[np.ndarray]:
+    """Yield the tokens [B] of each step (pad after a row has stopped) until all rows stop."""
+    b, tp = ids.shape
+    total = tp + s.max_new_tokens
+    dtype = params[task.family.prefix][embedding_name(task)]["weight"].dtype
+    cache = empty_cache(task.config, b, total, dtype)
+    prompt_pos, cache_positions, base_valid = cache_layout(task.config, mask, total)
+    step = lambda tok, pos, idx, c: model_step(task.family, task.config, task.head, params, tok, pos, c,  # noqa: E731
+                                               cache_positions, base_valid, idx)
+    logits, cache = step(ids, prompt_pos, 0, cache)
+    rng = np.random.default_rng(s.seed)
+    done = np.zeros(b, bool)
+    stops = np.asarray(s.stop_token_ids or [-1])
+    for i in range(s.max_new_tokens):
+        noise = rng.gumbel(size=logits.shape).astype(np.float32) if s.do_sample else None
+        tok = pick_tokens(logits, noise, do_sample=s.do_sample, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+        tok = np.where(done, s.pad_token_id, tok).astype(np.int32)
+        done |= np.isin(tok, stops)
+        yield tok
+        if done.all() or i == s.max_new_tokens - 1:
+            return
+        logits, cache = step(tok[:, None], cache_positions[:, tp + i:tp + i + 1], tp + i, cache)
+
+
+def embedding_name(task) -> str:
+    return "wte" if task.family.model_type == "gpt2" else "embed_tokens"
+
+
+# ---- stop strings and streaming -------------------------------------------------------------------
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Text before the earliest stop string, and whether one was found."""
+    hits = [i for i in (text.find(x) for x in stop if x) if i >= 0]
+    return (text[:min(hits)], True) if hits else (text, False)
+
+
+def trim_row(tokens: Sequence[int], stop_token_ids: Sequence[int]) -> list[int]:
+    """Tokens up to and including the first stop token."""
+    out = []
+    for t in tokens:
+        out.append(int(t))
+        if int(t) in stop_token_ids:
+            break
+    return out
+
+
+def stream_text(step_tokens: Iterator[list[int]], decode: Callable[[list[int]], str], stop: Sequence[str],
+                stop_token_ids: Sequence[int]) -> Iterator[str]:
+    """Text pieces as tokens arrive (one row). A piece is held back while it might be the start of a
+    stop string or while it ends in an incomplete character, so nothing past a stop is ever shown."""
+    tokens: list[int] = []
+    shown = ""
+    hold = max((len(x) for x in stop), default=1) - 1
+    for new in step_tokens:
+        finished = False
+        for t in new:
+            if t in stop_token_ids:
+                finished = True
+                break
+            tokens.append(int(t))
+        text, hit = cut_at_stop(decode(tokens), stop)
+        finished = finished or hit
+        ready = text if finished else text[:max(len(shown), len(text) - hold)]
+        if not finished and ready.endswith("\ufffd"):
+            ready = shown
+        if len(ready) > len(shown) and ready.startswith(shown):
+            yield ready[len(shown):]
+            shown = ready
+        if finished:
+            return
+    text, _ = cut_at_stop(decode(tokens), stop)
+    if len(text) > len(shown) and text.startswith(shown):
+        yield text[len(shown):]

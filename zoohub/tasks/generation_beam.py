@@ -1,0 +1,119 @@
+"""Beam search, step for step the algorithm of transformers' `GenerationMixin._beam_search`
+(vectorised running/finished beams, length penalty, `early_stopping` heuristics), so the same
+checkpoint gives the same beams. The bookkeeping runs in numpy on the host; the model step
+(reorder the cache, feed one token per beam) is jit-compiled on jax.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from zoohub.backend import ops
+from zoohub.tasks.generation import GenerationSettings, cache_layout, embedding_name, empty_cache, model_step, trim_row
+
+_NEG = -1.0e9
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32)
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+def _topk(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.argsort(-x, axis=-1, kind="stable")[..., :k]
+    return np.take_along_axis(x, idx, -1), idx
+
+
+def _gather(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """x [B, M, ...] gathered along M by idx [B, k]."""
+    return np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def _model(task, params, ids: np.ndarray, mask: np.ndarray, max_new: int):
+    """(prefill() -> logits, step(tokens, index, origins) -> logits) over a cache of B*beams rows."""
+    o = ops()
+    xp = o.xp
+    b, tp = ids.shape
+    total = tp + max_new
+    stacked = o.name == "jax"
+    if stacked:
+        from zoohub.tasks.generation_jax import stacked_params
+
+        params = stacked_params(task, params)
+    dtype = params[task.family.prefix][embedding_name(task)]["weight"].dtype
+    prompt_pos, cache_positions, base_valid = cache_layout(task.config, xp.asarray(mask), total)
+    run = lambda p, tok, pos, c, idx: model_step(task.family, task.config, task.head, p, tok, pos, c,  # noqa: E731
+                                                 cache_positions, base_valid, idx, stacked=stacked)
+
+    def reorder_and_step(p, tok, pos, c, idx, origins):
+        c = {k: v[:, origins] for k, v in c.items()}
+        return run(p, tok, pos, c, idx)
+
+    if stacked:
+        run, reorder_and_step = o.jit(run), o.jit(reorder_and_step)
+    state = {"cache": empty_cache(task.config, b, total, dtype)}
+
+    def prefill():
+        logits, state["cache"] = run(params, xp.asarray(ids), prompt_pos, state["cache"], 0)
+        return o.to_numpy(logits)
+
+    def step(tokens: np.ndarray, g: int, origins: np.ndarray):
+        index = tp + g - 1
+        pos = cache_positions[:, index:index + 1]
+        logits, state["cache"] = reorder_and_step(params, xp.asarray(tokens[:, None].astype(np.int32)), pos,
+                                                  state["cache"], index, xp.asarray(origins))
+        return o.to_numpy(logits)
+
+    return prefill, step
+
+
+def beam_search(task, params, ids: np.ndarray, mask: np.ndarray, s: GenerationSettings) -> list[list[int]]:
+    """Best beam per prompt: new tokens, up to and including a stop token."""
+    b, nb, max_new = ids.shape[0], s.num_beams, s.max_new_tokens
+    prefill, step = _model(task, params, np.repeat(ids, nb, 0), np.repeat(mask, nb, 0), max_new)
+    eos = np.asarray(s.stop_token_ids, np.int64)
+    keep = max(2, 1 + len(eos)) * nb
+    top_num_beam_mask = np.arange(keep) < nb
+    fill = s.pad_token_id
+    running = np.full((b, nb, max_new), fill, np.int64)
+    running_scores = np.zeros((b, nb), np.float32)
+    running_scores[:, 1:] = _NEG
+    sequences = running.copy()
+    scores = np.full((b, nb), _NEG, np.float32)
+    finished = np.zeros((b, nb), bool)
+    improvable = np.ones((b, 1), bool)
+    logits = prefill()
+    g = 0
+    while True:
+        vocab = logits.shape[-1]
+        log_probs = _log_softmax(logits).reshape(b, nb, vocab) + running_scores[:, :, None]
+        top_scores, top_idx = _topk(log_probs.reshape(b, nb * vocab), keep)
+        beam, tok = top_idx // vocab, top_idx % vocab
+        top_seqs = _gather(running, beam)
+        top_seqs[:, :, g] = tok
+        hits = np.isin(tok, eos) | (g + 1 >= max_new)
+        # running beams: the best `nb` candidates that did not stop
+        _, next_idx = _topk(top_scores + hits * _NEG, nb)
+        running = _gather(top_seqs, next_idx)
+        running_scores = _gather(top_scores + hits * _NEG, next_idx).astype(np.float32)
+        origins = (_gather(beam, next_idx) + np.arange(b)[:, None] * nb).reshape(-1)
+        # finished beams: merge the candidates that stopped among the top `nb`
+        just_finished = hits & top_num_beam_mask[None, :]
+        cand = top_scores / ((g + 1) ** s.length_penalty)
+        cand = cand + (finished.all(-1, keepdims=True) & (s.early_stopping is True)) * _NEG
+        cand = cand + (~improvable) * _NEG + (~just_finished) * _NEG
+        merged_scores = np.concatenate([scores, cand], 1)
+        _, best = _topk(merged_scores, nb)
+        sequences = _gather(np.concatenate([sequences, top_seqs], 1), best)
+        scores = _gather(merged_scores, best).astype(np.float32)
+        finished = _gather(np.concatenate([finished, just_finished], 1), best)
+        g += 1
+        # stop when no running beam can beat the worst finished one (transformers' heuristic)
+        length = max_new if (s.early_stopping == "never" and s.length_penalty > 0) else g
+        best_possible = running_scores[:, :1] / (length ** s.length_penalty)
+        worst = np.where(finished, scores.min(1, keepdims=True), _NEG)
+        improvable = improvable & np.any(best_possible > worst, -1, keepdims=True)
+        if not (improvable.any() and not (finished.all() and s.early_stopping is True) and not hits.all()):
+            break
+        logits = step(running[:, :, g - 1].reshape(-1), g, origins)
+    return [trim_row(row[:max_new], s.stop_token_ids) for row in sequences[:, 0]]
