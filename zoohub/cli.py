@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from zoohub.errors import InputError, ZoohubError
+from zoohub.errors import InputError, PresetNotFoundError, ZoohubError
 
 
 class UsageError(InputError):
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         _set_backend(args.backend)
         args.fn(args)
         return 0
-    except (InputError, ValueError) as e:
+    except (InputError, ValueError, PresetNotFoundError) as e:
         if args.debug:
             raise
         print(f"zoohub: error: {e}", file=sys.stderr)
