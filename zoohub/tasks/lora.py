@@ -53,8 +53,16 @@ RUNTIME_NAMES: dict[str, tuple[tuple[str, str], ...]] = {
             (r"\.attention\.output\.dense$", ".attention.o_proj"), (r"\.intermediate\.dense$", ".mlp.fc1"),
             (r"\.output\.dense$", ".mlp.fc2")),
 }
+# Classifier heads train beside the adapters and are saved in the adapter file, as PEFT's
+# `modules_to_save` (for SEQ_CLS it adds "classifier" and "score" by itself).
+HEAD_MODULES = {"text_classifier": ("classifier", "score"), "image_classifier": ("classifier",)}
 _TASK_TYPES = {"text_classifier": "SEQ_CLS", "causal_lm": "CAUSAL_LM", "masked_lm": None,
                "image_classifier": None, "backbone": "FEATURE_EXTRACTION", "text_embedder": "FEATURE_EXTRACTION"}
+
+
+def in_modules(name: str, modules) -> bool:
+    """Whether tensor `name` belongs to one of `modules` (PEFT's module-name suffix match)."""
+    return any(f".{name}".find(f".{m}.") >= 0 for m in modules or ())
 
 
 def lora_modules(params) -> list[str]:
@@ -107,8 +115,14 @@ def enable_lora(task, rank: int = 8, alpha: float = 16, targets: Sequence[str] |
         flat[path + ".lora_scaling"] = o.asarray(np.asarray(alpha / rank, np.float32))
     task.params = unflatten(flat)
     task.lora_config = {"r": int(rank), "lora_alpha": alpha,
-                        "target_modules": targets if isinstance(targets, str) else sorted(set(targets))}
+                        "target_modules": targets if isinstance(targets, str) else sorted(set(targets)),
+                        "modules_to_save": _head_modules(task)}
     return chosen
+
+
+def _head_modules(task) -> list[str] | None:
+    roots = {k.split(".")[0] for k in flatten(task.params)}
+    return [m for m in HEAD_MODULES.get(task.TASK, ()) if m in roots] or None
 
 
 def merged_tensors(task) -> dict[str, np.ndarray]:
@@ -160,13 +174,17 @@ def save_lora(task, path: str | os.PathLike) -> Path:
         name = PEFT_PREFIX + _runtime_name(model_type, m)
         for part in ("lora_A", "lora_B"):
             tensors[f"{name}.{part}.weight"] = np.ascontiguousarray(o.to_numpy(flat[f"{m}.{part}.weight"]))
+    heads = settings.get("modules_to_save") or []
+    for k, v in flat.items():
+        if in_modules(k, heads) and ".lora_" not in k:
+            tensors[PEFT_PREFIX + k] = np.ascontiguousarray(o.to_numpy(v))
     config = {
         "peft_type": "LORA", "task_type": _TASK_TYPES.get(task.TASK),
         "base_model_name_or_path": task.metadata.get("base_model") or task.metadata.get("source"),
         "r": rank, "lora_alpha": alpha if not float(alpha).is_integer() else int(alpha),
         "target_modules": targets, "lora_dropout": 0.0, "bias": "none",
         "fan_in_fan_out": model_type in IN_OUT_FAMILIES, "inference_mode": True, "init_lora_weights": True,
-        "modules_to_save": None, "use_rslora": False, "use_dora": False, "layers_to_transform": None,
+        "modules_to_save": heads or None, "use_rslora": False, "use_dora": False, "layers_to_transform": None,
         "rank_pattern": {}, "alpha_pattern": {}, "revision": None,
     }
 
@@ -199,7 +217,15 @@ def load_lora(task, path: str | os.PathLike) -> list[str]:
     by_runtime = {_runtime_name(model_type, m): m for m in linear_modules(task.params)}
     o = ops(task.backend)
     found = {}
+    heads = config.get("modules_to_save") or []
     for name, value in load_file(str(folder / ADAPTER_WEIGHTS)).items():
+        plain = name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
+        plain = re.sub(r"\.modules_to_save(\.default)?\.", ".", plain)
+        if in_modules(plain, heads) and plain in flat:  # a trained head (PEFT modules_to_save)
+            if tuple(value.shape) != tuple(flat[plain].shape):
+                raise InputError(f"{folder}: {plain} has shape {value.shape}, this model's is {tuple(flat[plain].shape)}")
+            flat[plain] = o.asarray(value.astype(flat[plain].dtype))
+            continue
         match = re.fullmatch(re.escape(PEFT_PREFIX) + r"(.+)\.(lora_A|lora_B)(?:\.default)?\.weight", name)
         if match is None:
             raise UnsupportedConfigError(f"{folder}: tensor {name!r} is not a LoRA A/B weight (modules_to_save "
@@ -219,5 +245,6 @@ def load_lora(task, path: str | os.PathLike) -> list[str]:
         flat[module + ".lora_B.weight"] = o.asarray(b.astype(w.dtype))
         flat[module + ".lora_scaling"] = o.asarray(np.asarray(scaling, np.float32))
     task.params = unflatten(flat)
-    task.lora_config = {"r": r, "lora_alpha": config["lora_alpha"], "target_modules": config.get("target_modules")}
+    task.lora_config = {"r": r, "lora_alpha": config["lora_alpha"], "target_modules": config.get("target_modules"),
+                        "modules_to_save": heads or None}
     return sorted(found)

@@ -166,7 +166,8 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
         if stopping and val is None and stopping["monitor"].startswith("val_"):
             raise InputError(f"early_stopping monitors {stopping['monitor']!r}, which needs validation_data")
 
-        trainable, frozen = split_params(task.params)
+        heads = (getattr(task, "lora_config", None) or {}).get("modules_to_save")
+        trainable, frozen = split_params(task.params, heads)
         dtypes = {k: v.dtype for k, v in trainable.items()}
         # Float32 master copies: the step donates (overwrites) them, the task's own arrays stay valid.
         trainable = {k: jnp.array(v, dtype=jnp.float32, copy=True) for k, v in trainable.items()}

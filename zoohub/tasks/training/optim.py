@@ -1,7 +1,7 @@
 """What trains and how: the trainable/frozen split, losses and metrics per task kind, the optax chain."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -16,17 +16,20 @@ def is_lora(name: str) -> bool:
     return any(part in f".{name}" for part in LORA_LEAVES)
 
 
-def split_params(params) -> tuple[dict, dict]:
+def split_params(params, heads: Sequence[str] | None = None) -> tuple[dict, dict]:
     """(trainable, frozen) flat dicts by checkpoint name.
 
-    With LoRA adapters present only they train (PEFT's behaviour); otherwise every floating tensor
-    does. `lora_scaling` and integer buffers never train."""
+    With LoRA adapters present only they and the `heads` modules (PEFT's modules_to_save, e.g. a
+    new classifier) train; otherwise every floating tensor does. `lora_scaling` and integer buffers
+    never train."""
+    from zoohub.tasks.lora import in_modules
+
     flat = flatten(params)
     lora = any(is_lora(k) for k in flat)
 
     def trains(name: str, value) -> bool:
         if lora:
-            return is_lora(name)
+            return is_lora(name) or in_modules(name, heads)
         return np.dtype(value.dtype).kind == "f" and not name.endswith("lora_scaling")
     trainable = {k: v for k, v in flat.items() if trains(k, v)}
     frozen = {k: v for k, v in flat.items() if k not in trainable}
