@@ -45,7 +45,7 @@ def set_backend(name: str) -> None:
     if name not in BACKENDS:
         raise BackendError(f"backend {name!r} is not one of {BACKENDS}")
     if name == "jax" and not _jax_installed():
-        raise BackendError("backend 'jax' needs jax: pip install 'zoohub[jax]'")
+        raise BackendError("backend 'jax' needs jax: pip install jax optax")
     global _selected
     _selected = name
 

@@ -40,5 +40,5 @@ def jit(fn, **_kwargs):
 def require_training(what: str = "training") -> None:
     raise BackendError(
         f"{what} needs the jax backend (numpy is inference only); "
-        "pip install 'zoohub[jax]' and set ZOOHUB_BACKEND=jax or zoohub.set_backend('jax')"
+        "pip install jax optax and set ZOOHUB_BACKEND=jax or zoohub.set_backend('jax')"
     )
