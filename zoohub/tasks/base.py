@@ -15,7 +15,7 @@ import numpy as np
 from zoohub.backbones import Family, Head, get_family
 from zoohub.backbones.loading import LoadReport, is_tied, load_params
 from zoohub.backend import get_backend, ops
-from zoohub.errors import UnsupportedArchitectureError
+from zoohub.errors import BackendError, UnsupportedArchitectureError
 from zoohub.presets.folder import ZOOHUB_FILE, read_config, read_json, save_preset_folder
 from zoohub.presets.resolve import resolve_preset
 from zoohub.presets.weights import flatten, read_weights, unflatten, write_weights
@@ -38,19 +38,24 @@ def _dtype(name: str | None):
     return np.dtype(name)
 
 
-def to_backend(flat: dict[str, np.ndarray], dtype: str | None = None) -> dict:
+def to_backend(flat: dict[str, np.ndarray], dtype: str | None = None, mesh=None) -> dict:
     """Nested params on the selected backend; floating tensors cast to `dtype` when given.
 
-    numpy keeps the memory-mapped views (no copy) unless a cast is asked for."""
-    o = ops()
+    numpy keeps the memory-mapped views (no copy) unless a cast is asked for. With a jax `mesh`,
+    each tensor goes straight into its shards by the family-independent tensor-parallel rules."""
     target = _dtype(dtype)
-    out = {}
-    for name, arr in flat.items():
-        if target is not None and np.issubdtype(arr.dtype, np.floating) or (
-                target is not None and arr.dtype.name == "bfloat16"):
-            arr = arr.astype(target)
-        out[name] = o.asarray(arr)
-    return unflatten(out)
+    if target is not None:
+        flat = {k: v.astype(target) if v.dtype.kind == "f" or v.dtype.name == "bfloat16" else v
+                for k, v in flat.items()}
+    if mesh is not None:
+        if get_backend() != "jax":
+            raise BackendError("mesh= (sharding) needs the jax backend")
+        from zoohub.backbones.sharding_rules import RULES
+        from zoohub.backend.sharding import place
+
+        return unflatten(place(flat, mesh, RULES))
+    o = ops()
+    return unflatten({name: o.asarray(arr) for name, arr in flat.items()})
 
 
 def dtype_name(params) -> str:
@@ -74,6 +79,7 @@ class Task:
         self.metadata = dict(metadata or {})
         self.load_report = report or LoadReport()
         self.backend = get_backend()
+        self.mesh = None  # a jax.sharding.Mesh when loaded with mesh=
         self._compiled: dict[str, Any] = {}
 
     @property
@@ -90,7 +96,7 @@ class Task:
 
     @classmethod
     def from_folder(cls, folder: Path, *, dtype: str | None = None, seed: int = 0, source: str | None = None,
-                    num_labels: int | None = None, **options):
+                    num_labels: int | None = None, mesh=None, **options):
         folder = Path(folder)
         hf = read_config(folder)
         family = get_family(hf["model_type"])
@@ -109,9 +115,10 @@ class Task:
         meta = read_json(folder, ZOOHUB_FILE) or {}
         meta.pop("files", None)
         meta["source"] = source or str(folder)
-        task = cls(family=family, config=config, params=to_backend(flat, dtype),
+        task = cls(family=family, config=config, params=to_backend(flat, dtype, mesh),
                    tokenizer=Tokenizer.from_folder(folder) if has_tokenizer else None,
                    aux_files=aux, metadata=meta, report=report)
+        task.mesh = mesh
         task._configure(**options)
         return task
 

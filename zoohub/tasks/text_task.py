@@ -102,6 +102,10 @@ class TextTask(Task):
             batch = {k: np.pad(v, ((0, padded_b - b), (0, padded_len - length)),
                                constant_values=self.tokenizer.pad_token_id if (k == "input_ids" and self.tokenizer) else 0)
                      for k, v in batch.items()}
+            if self.mesh is not None:
+                from zoohub.backend.sharding import shard_batch
+
+                batch = shard_batch(batch, self.mesh)
             out = ops().to_numpy(fn(self.params, batch))
             chunks.append(out[:b])
         return np.concatenate(chunks), inputs
