@@ -61,7 +61,7 @@ def test_bad_backend_name():
 
 def test_numpy_erf_matches_jax():
     x = np.linspace(-5, 5, 2001).astype(np.float32)
-    np.testing.assert_allclose(ops("numpy").erf(x), np.asarray(ops("jax").erf(x)), atol=2e-7)
+    np.testing.assert_allclose(ops("numpy").erf(x), np.asarray(ops("jax").erf(x)), atol=5e-7)
 
 
 def test_fit_on_numpy_is_a_clear_error():

@@ -9,19 +9,32 @@ xp = np
 name = "numpy"
 
 
-def erf(x):
-    """Error function to float32 accuracy (max abs error < 1.2e-7), computed in float64.
+# Numerical Recipes' Chebyshev fit of erfc: erfc(|x|) = t * exp(-x^2 + P(t)), t = 1 / (1 + |x|/2).
+_ERFC = tuple(np.float32(c) for c in (
+    -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+    0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277))
 
-    numpy has no erf and scipy is not a dependency; this is the Chebyshev fit of erfc
-    from Numerical Recipes (exp of a polynomial in t = 1/(1+|x|/2))."""
-    x32 = np.asarray(x, dtype=np.float64)
-    sign = np.sign(x32)
-    a = np.abs(x32)
-    t = 1.0 / (1.0 + 0.5 * a)
-    poly = -a * a - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
-        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
-            -0.82215223 + t * 0.17087277))))))))
-    return (sign * (1.0 - t * np.exp(poly))).astype(np.result_type(x, np.float32))
+
+def erf(x):
+    """Error function in float32 (max abs error 4e-7), with in-place steps to keep GELU cheap.
+
+    numpy has no erf; scipy's is no faster on this CPU and is not a dependency."""
+    x = np.asarray(x, dtype=np.float32)
+    a = np.abs(x)
+    t = a * np.float32(0.5)
+    t += 1
+    np.reciprocal(t, out=t)
+    p = t * _ERFC[9]
+    for c in _ERFC[8:0:-1]:
+        p += c
+        p *= t
+    p += _ERFC[0]
+    a *= a
+    p -= a
+    np.exp(p, out=p)
+    p *= t
+    np.subtract(1, p, out=p)
+    return np.copysign(p, x, out=p)
 
 
 def asarray(x, dtype=None):
