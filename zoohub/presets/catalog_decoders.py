@@ -1,0 +1,35 @@
+"""Decoder language model presets (task causal_lm). Revisions are pinned only where a commit hash was
+verified; `None` follows the repo's main branch until one is pinned. Parameter counts include tied
+embeddings once, as the model cards state them."""
+
+ROWS: list[dict] = [
+    dict(name="smollm2_135m", handle="hf://HuggingFaceTB/SmolLM2-135M", revision=None,
+         description="SmolLM2 135M base (Llama architecture, 30 layers, 576 wide, GQA 9/3).", params=134_515_008,
+         license="apache-2.0", task="causal_lm", family="llama"),
+    dict(name="smollm2_135m_instruct", handle="hf://HuggingFaceTB/SmolLM2-135M-Instruct",
+         revision="12fd25f77366fa6b3b4b768ec3050bf629380bac",
+         description="SmolLM2 135M instruction-tuned, with a chat template.", params=134_515_008,
+         license="apache-2.0", task="causal_lm", family="llama"),
+    dict(name="smollm2_360m_instruct", handle="hf://HuggingFaceTB/SmolLM2-360M-Instruct",
+         revision="a10cc1512eabd3dde888204e902eca88bddb4951",
+         description="SmolLM2 360M instruction-tuned (32 layers, 960 wide, GQA 15/5).", params=361_821_120,
+         license="apache-2.0", task="causal_lm", family="llama"),
+    dict(name="gpt2_base_en", handle="hf://openai-community/gpt2", revision=None,
+         description="GPT-2 small, English (12 layers, 768 wide).", params=124_439_808,
+         license="mit", task="causal_lm", family="gpt2"),
+    dict(name="qwen2.5_0.5b_instruct", handle="hf://Qwen/Qwen2.5-0.5B-Instruct", revision=None,
+         description="Qwen2.5 0.5B instruction-tuned (24 layers, q/k/v biases, tied embeddings).", params=494_032_768,
+         license="apache-2.0", task="causal_lm", family="qwen2"),
+    dict(name="qwen3_0.6b", handle="hf://Qwen/Qwen3-0.6B", revision=None,
+         description="Qwen3 0.6B (28 layers, q/k norms, thinking/non-thinking chat template).", params=596_049_920,
+         license="apache-2.0", task="causal_lm", family="qwen3"),
+    dict(name="gemma2_2b_instruct", handle="hf://google/gemma-2-2b-it", revision=None,
+         description="Gemma 2 2B instruction-tuned (gated: accept the license on the hub, set HF_TOKEN).",
+         params=2_614_341_888, license="gemma", task="causal_lm", family="gemma2"),
+    dict(name="gemma3_1b_instruct", handle="hf://google/gemma-3-1b-it", revision=None,
+         description="Gemma 3 1B text, instruction-tuned (gated: accept the license on the hub, set HF_TOKEN).",
+         params=999_885_952, license="gemma", task="causal_lm", family="gemma3_text"),
+    dict(name="llama3.2_1b_instruct", handle="hf://meta-llama/Llama-3.2-1B-Instruct", revision=None,
+         description="Llama 3.2 1B instruction-tuned, llama3 RoPE scaling (gated: accept the license, set HF_TOKEN).",
+         params=1_235_814_400, license="llama3.2", task="causal_lm", family="llama"),
+]
