@@ -65,9 +65,10 @@ def save_checkpoint(folder: Path, *, epoch: int, task, trainable: dict, opt_stat
     names, leaves, _ = _leaves_with_names(opt_state)
 
     def fill(tmp: Path) -> None:
-        save_file({f"{i:06d}": np.ascontiguousarray(np.array(leaf)) for i, leaf in enumerate(leaves)},
+        # np.array copies to a C-contiguous array and keeps 0-d leaves 0-d (ascontiguousarray would not).
+        save_file({f"{i:06d}": np.array(leaf) for i, leaf in enumerate(leaves)},
                   str(tmp / "optimizer.safetensors"))
-        save_file({k: np.ascontiguousarray(v) for k, v in extra.items()}, str(tmp / "trainable.safetensors"))
+        save_file(extra, str(tmp / "trainable.safetensors"))
         record = {**state, "epoch": epoch, "optimizer_leaves": names,
                   "trainable": {k: list(v.shape) for k, v in host.items()}}
         (tmp / "state.json").write_text(json.dumps(record, indent=2) + "\n")

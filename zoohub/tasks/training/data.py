@@ -67,6 +67,10 @@ def encode_labels(task, y, n: int | None = None, what: str = "labels") -> np.nda
     return out
 
 
+def _label_what(what: str) -> str:
+    return "labels" if what in ("x", "images") else f"{what} labels"
+
+
 def _pad_rows(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     """Pad the batch axis to `size` with zero rows (weight 0) so the step keeps one shape."""
     b = len(batch["weights"])
@@ -154,7 +158,7 @@ def text_classifier_data(task, x, y=None, *, epochs: int = 1, what: str = "x") -
     else:
         texts = _check_texts(list(x) if not isinstance(x, str) else [x], what)
         tokens = encode(texts)
-    labels = encode_labels(task, y, len(tokens["input_ids"]))
+    labels = encode_labels(task, y, len(tokens["input_ids"]), what=_label_what(what))
     return Dataset(lambda rows: token_batch({k: v[rows] for k, v in tokens.items()}, labels[rows]),
                    items=list(range(len(labels))))
 
@@ -226,7 +230,7 @@ def image_classifier_data(task, x, y=None, *, epochs: int = 1, what: str = "imag
         take = lambda rows: [images[i] for i in rows]  # noqa: E731
     if n == 0:
         raise InputError(f"{what} is empty; pass at least one image")
-    labels = encode_labels(task, y, n)
+    labels = encode_labels(task, y, n, what=_label_what(what))
     return Dataset(lambda rows: batch(take(np.asarray(rows)), labels[rows]), items=list(range(n)))
 
 

@@ -173,9 +173,17 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
         trainable = {k: jnp.array(v, dtype=jnp.float32, copy=True) for k, v in trainable.items()}
         steps_per_epoch = train.num_batches(batch_size)
         total = None if steps_per_epoch is None else -(-steps_per_epoch * epochs // grad_accumulation)
-        opt = build_optimizer(trainable, optimizer=optimizer, learning_rate=learning_rate, schedule=schedule,
-                              warmup=warmup, total_steps=total, weight_decay=weight_decay,
-                              max_grad_norm=max_grad_norm, grad_accumulation=grad_accumulation)
+        # The same settings reuse the compiled step (a new optax chain would mean a new compile).
+        cache_key = ("train_step", id(optimizer) if optimizer is not None else None,
+                     learning_rate if not callable(learning_rate) else id(learning_rate), schedule, warmup,
+                     total if schedule != "constant" or isinstance(warmup, float) else None, weight_decay,
+                     max_grad_norm, grad_accumulation, seed, compute_dtype, tuple(sorted(trainable)))
+        if cache_key not in task._compiled:
+            opt = build_optimizer(trainable, optimizer=optimizer, learning_rate=learning_rate, schedule=schedule,
+                                  warmup=warmup, total_steps=total, weight_decay=weight_decay,
+                                  max_grad_norm=max_grad_norm, grad_accumulation=grad_accumulation)
+            task._compiled[cache_key] = (opt, _train_step(task, opt, seed=seed, compute_dtype=compute_dtype))
+        opt, train_step = task._compiled[cache_key]
         opt_state = opt.init(trainable)
 
         history: dict[str, list] = {"epoch": [], "step_loss": []}
@@ -195,7 +203,6 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
                 start_epoch, step, history = state["epoch"], state["step"], state["history"]
                 best, waited = state.get("best"), state.get("waited", 0)
 
-        train_step = _train_step(task, opt, seed=seed, compute_dtype=compute_dtype)
         quiet = _quiet(verbose)
         stop = False
         for epoch in range(start_epoch, epochs):
