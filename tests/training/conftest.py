@@ -82,3 +82,41 @@ def distilbert_dir(tmp_path_factory):
 def sentiment():
     """(train texts, train labels, validation texts, validation labels)."""
     return (*sentiment_data(256, seed=1), *sentiment_data(64, seed=2))
+
+
+SENTENCES = ["question what is two plus two answer four", "question what color is the sky answer blue",
+             "the cat sat on the mat", "a dog ran in the park"]
+
+
+def _bpe_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=97, special_tokens=["<pad>", "<s>", "</s>", "<unk>"], show_progress=False)
+    tok.train_from_iterator(SENTENCES * 3, trainer)
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                                pad_token="<pad>", unk_token="<unk>")
+
+
+@pytest.fixture(scope="session")
+def decoder_dirs(tmp_path_factory):
+    """{"llama": folder, "gpt2": folder}: tiny random causal LMs (GQA Llama; GPT-2 with Conv1D weights)."""
+    configs = {
+        "llama": (transformers.LlamaConfig(
+            vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=3,
+            num_key_value_heads=1, head_dim=16, max_position_embeddings=64, rms_norm_eps=3e-5,
+            initializer_range=0.2, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False), 21),
+        "gpt2": (transformers.GPT2Config(
+            vocab_size=97, n_embd=48, n_layer=2, n_head=3, n_inner=80, n_positions=64, layer_norm_epsilon=3e-5,
+            initializer_range=0.2, bos_token_id=1, eos_token_id=2, pad_token_id=0), 22),
+    }
+    out = {}
+    for name, (config, seed) in configs.items():
+        torch.manual_seed(seed)
+        folder = tmp_path_factory.mktemp(name)
+        transformers.AutoModelForCausalLM.from_config(config).eval().save_pretrained(folder)
+        _bpe_tokenizer().save_pretrained(folder)
+        out[name] = folder
+    return out
