@@ -1,0 +1,146 @@
+"""Generation benchmark: a SmolLM2-135M-shaped random Llama (made by transformers here), zoohub on jax
+(float32 and bfloat16) and numpy against transformers on torch CPU, and against the machine's bounds.
+
+    python scripts/bench_generate.py            # ~4 minutes on 2 cores (6.8 min measured with --default 48 tokens under load)
+    python scripts/bench_generate.py --quick    # fewer tokens
+
+Columns: time to first token from a fresh model (compilation included), prefill latency for a
+128-token prompt, decode tokens/s at batch 1 and 8 (per sequence x batch), and the bounds: decode
+<= read bandwidth / weight bytes (bandwidth measured as decoding reads: a jitted matrix-vector
+product over a 512 MB matrix), prefill >= 2 * params * tokens / matmul throughput.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+
+def measure_bounds() -> tuple[float, float]:
+    """(read bandwidth GB/s, float32 matmul GFLOP/s) with jitted jax."""
+    import jax
+    import jax.numpy as jnp
+
+    w = jnp.ones((16384, 8192), jnp.float32)  # 512 MiB
+    v = jnp.ones((8192,), jnp.float32)
+    mv = jax.jit(lambda w, v: w @ v)
+    mv(w, v).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(10):
+        mv(w, v).block_until_ready()
+    bandwidth = 10 * w.nbytes / (time.perf_counter() - t) / 1e9
+    del w
+    a = jnp.ones((2048, 2048), jnp.float32)
+    mm = jax.jit(lambda a: a @ a)
+    mm(a).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(10):
+        mm(a).block_until_ready()
+    flops = 10 * 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9
+    return bandwidth, flops
+
+
+def make_checkpoint(folder: str) -> int:
+    import torch
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+        num_key_value_heads=3, max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_theta=100000.0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).float().eval()
+    model.save_pretrained(folder)
+    return sum(p.numel() for p in model.parameters())
+
+
+def timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def bench_zoohub(folder: str, backend: str, dtype: str | None, new: int, prompt: np.ndarray) -> dict:
+    import zoohub
+
+    zoohub.set_backend(backend)
+    lm = zoohub.CausalLM.from_preset(folder, dtype=dtype)
+    one = {"input_ids": prompt[:1, :8]}
+    gen = lambda inputs, n: lm.generate_tokens(inputs, max_new_tokens=n, stop_token_ids=[])  # noqa: E731
+    first = timed(lambda: gen(one, 1))
+    p128 = {"input_ids": prompt[:1]}
+    gen(p128, 1)
+    prefill = timed(lambda: gen(p128, 1), 3)
+    out = {"first_token_s": first, "prefill_ms": prefill * 1e3}
+    for b in (1, 8):
+        inputs = {"input_ids": prompt[:b, :16]}
+        gen(inputs, new + 1), gen(inputs, 1)
+        t = timed(lambda: gen(inputs, new + 1)) - timed(lambda: gen(inputs, 1))
+        out[f"decode_b{b}"] = b * new / t
+    return out
+
+
+def bench_torch(folder: str, new: int, prompt: np.ndarray) -> dict:
+    import torch
+    import transformers
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder).float().eval()
+    with torch.no_grad():
+        model.generate(torch.tensor(prompt[:1, :8]), max_new_tokens=1, do_sample=False)
+        first = time.perf_counter() - t0
+        ids = torch.tensor(prompt[:1])
+        model(ids)
+        prefill = timed(lambda: model(ids), 3)
+        out = {"first_token_s": first, "prefill_ms": prefill * 1e3}
+        for b in (1, 8):
+            ids = torch.tensor(prompt[:b, :16])
+            gen = lambda n: model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)  # noqa: E731
+            t = timed(lambda: gen(new + 1)) - timed(lambda: gen(1))
+            out[f"decode_b{b}"] = b * new / t
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    new = 16 if args.quick else 32
+    bandwidth, flops = measure_bounds()
+    prompt = np.random.default_rng(0).integers(3, 49152, (8, 128)).astype(np.int32)
+    with tempfile.TemporaryDirectory() as folder:
+        params = make_checkpoint(folder)
+        rows = {
+            "transformers (torch, f32)": bench_torch(folder, new, prompt),
+            "zoohub jax f32": bench_zoohub(folder, "jax", None, new, prompt),
+            "zoohub numpy f32": bench_zoohub(folder, "numpy", None, new // 2, prompt),
+            "zoohub jax bf16": bench_zoohub(folder, "jax", "bfloat16", max(4, new // 8), prompt),
+        }
+    bound_f32 = bandwidth * 1e9 / (params * 4)
+    bound_bf16 = bandwidth * 1e9 / (params * 2)
+    prefill_bound_ms = 2 * params * 128 / (flops * 1e9) * 1e3
+    print(f"\nmachine: read bandwidth {bandwidth:.1f} GB/s, f32 matmul {flops:.0f} GFLOP/s; model {params / 1e6:.1f}M params")
+    print(f"bounds: decode b1 <= {bound_f32:.1f} tok/s (f32), {bound_bf16:.1f} tok/s (bf16); "
+          f"prefill 128 >= {prefill_bound_ms:.0f} ms\n")
+    print("| run | first token (s) | prefill 128 (ms) | decode b1 (tok/s) | decode b8 (tok/s) |")
+    print("|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['first_token_s']:.2f} | {r['prefill_ms']:.0f} | {r['decode_b1']:.1f} | {r['decode_b8']:.1f} |")
+    torch_row, jax_row = rows["transformers (torch, f32)"], rows["zoohub jax f32"]
+    print(f"\njax f32 vs transformers: decode b1 {jax_row['decode_b1'] / torch_row['decode_b1']:.2f}x, "
+          f"b8 {jax_row['decode_b8'] / torch_row['decode_b8']:.2f}x; vs bandwidth bound "
+          f"{jax_row['decode_b1'] / bound_f32:.2f}x; prefill vs matmul bound {jax_row['prefill_ms'] / prefill_bound_ms:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
