@@ -1,7 +1,7 @@
 """Generation benchmark: a SmolLM2-135M-shaped random Llama (made by transformers here), zoohub on jax
 (float32 and bfloat16) and numpy against transformers on torch CPU, and against the machine's bounds.
 
-    python scripts/bench_generate.py            # ~4 minutes on 2 cores (6.8 min measured with --default 48 tokens under load)
+    python scripts/bench_generate.py            # ~4 minutes on 2 cores with 32 new tokens
     python scripts/bench_generate.py --quick    # fewer tokens
 
 Columns: time to first token from a fresh model (compilation included), prefill latency for a
