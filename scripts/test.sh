@@ -2,4 +2,4 @@
 # The test command (README): the whole suite, offline, on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python -m pytest tests -q -p no:cacheprovider "$@"
+exec python -m pytest tests -p no:cacheprovider "$@"

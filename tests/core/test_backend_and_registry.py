@@ -93,3 +93,25 @@ def test_every_registry_row_names_a_supported_family():
     for p in all_presets():
         assert p.family in supported_model_types(), p
         assert p.handle.startswith(("hf://", "https://", "local://")), p
+
+
+def test_a_model_keeps_its_backend_when_the_selection_changes(tmp_path):
+    import json
+
+    from zoohub.backbones import get_family
+    from zoohub.presets.weights import write_weights
+
+    cfg = {"model_type": "bert", "vocab_size": 11, "hidden_size": 6, "num_hidden_layers": 1,
+           "num_attention_heads": 2, "intermediate_size": 8, "max_position_embeddings": 7}
+    fam = get_family("bert")
+    rng = np.random.default_rng(0)
+    write_weights({k: rng.normal(size=s).astype(np.float32) for k, s in fam.shapes(fam.config_class.from_hf(cfg)).items()}, tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with using("jax"):
+        model = zoohub.Backbone.from_preset(tmp_path)
+    inputs = {"input_ids": np.array([[1, 2, 3]])}
+    with using("numpy"):
+        out = model.predict(inputs)
+        with pytest.raises(errors.BackendError, match="jax"):
+            zoohub.Backbone.from_preset(tmp_path).fit(["a"], [0])
+    assert model.backend == "jax" and out.shape == (1, 3, 6)

@@ -6,7 +6,9 @@ function of (params, inputs), jit-compiled on jax.
 """
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from zoohub.backbones import Family, Head, get_family
 from zoohub.backbones.loading import LoadReport, is_tied, load_params
-from zoohub.backend import get_backend, ops
+from zoohub.backend import get_backend, ops, using
 from zoohub.errors import BackendError, UnsupportedArchitectureError
 from zoohub.presets.folder import ZOOHUB_FILE, read_config, read_json, save_preset_folder
 from zoohub.presets.resolve import resolve_preset
@@ -61,6 +63,31 @@ def to_backend(flat: dict[str, np.ndarray], dtype: str | None = None, mesh=None)
 def dtype_name(params) -> str:
     leaves = [v for v in flatten(params).values() if np.dtype(v.dtype).kind == "f" or str(v.dtype) == "bfloat16"]
     return str(leaves[0].dtype) if leaves else "float32"
+
+
+def _iterate_on(backend: str, items: Iterator) -> Iterator:
+    while True:
+        with using(backend):
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+        yield item
+
+
+def on_own_backend(method):
+    """Run a task method on the backend the task was built on, whatever is selected now
+    (iterators it returns, e.g. streamed text, too)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with using(self.backend):
+            out = method(self, *args, **kwargs)
+        if isinstance(out, Iterator):
+            return _iterate_on(self.backend, out)
+        return out
+
+    return wrapper
 
 
 class Task:
@@ -137,13 +164,15 @@ class Task:
             raise TypeError(f"{type(self).__name__}.from_preset got unexpected options: {sorted(options)}")
 
     # ---- training (implemented in zoohub.tasks.training; jax only) ---------------------------
+    @on_own_backend
     def fit(self, *args, **kwargs):
         """Fine-tune in place on the jax backend; see `zoohub.tasks.training.fit`."""
-        ops().require_training("fit")
+        ops(self.backend).require_training("fit")
         from zoohub.tasks.training import fit
 
         return fit(self, *args, **kwargs)
 
+    @on_own_backend
     def evaluate(self, *args, **kwargs) -> dict:
         """Loss and metrics on labelled data; see `zoohub.tasks.training.evaluate`."""
         from zoohub.tasks.training import evaluate
@@ -151,24 +180,28 @@ class Task:
         return evaluate(self, *args, **kwargs)
 
     # ---- LoRA (implemented in zoohub.tasks.lora) -----------------------------------------------
+    @on_own_backend
     def enable_lora(self, rank: int = 8, alpha: float = 16, targets=None, seed: int = 0) -> list[str]:
         """Add LoRA adapters (only they train from now on); see `zoohub.tasks.lora.enable_lora`."""
         from zoohub.tasks.lora import enable_lora
 
         return enable_lora(self, rank=rank, alpha=alpha, targets=targets, seed=seed)
 
+    @on_own_backend
     def save_lora(self, path: str | os.PathLike) -> Path:
         """Write the adapters in PEFT's format; see `zoohub.tasks.lora.save_lora`."""
         from zoohub.tasks.lora import save_lora
 
         return save_lora(self, path)
 
+    @on_own_backend
     def load_lora(self, path: str | os.PathLike) -> list[str]:
         """Read a PEFT LoRA adapter onto this model; see `zoohub.tasks.lora.load_lora`."""
         from zoohub.tasks.lora import load_lora
 
         return load_lora(self, path)
 
+    @on_own_backend
     def merge_lora(self) -> None:
         """Fold the adapters into the base weights, in place."""
         from zoohub.tasks.lora import merge_lora
@@ -200,6 +233,7 @@ class Task:
 
         return merged_tensors(self)
 
+    @on_own_backend
     def save_to_preset(self, path: str | os.PathLike, *, max_shard_bytes: int = 5 * 2**30) -> Path:
         """Save as a transformers checkpoint plus zoohub.json, atomically.
 

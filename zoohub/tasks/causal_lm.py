@@ -11,7 +11,7 @@ import numpy as np
 
 from zoohub.backend import ops
 from zoohub.errors import InputError, MissingFileError
-from zoohub.tasks.base import Task
+from zoohub.tasks.base import Task, on_own_backend
 from zoohub.tasks.chat import find_chat_template, render_chat
 from zoohub.tasks.generation import GenerationSettings, cut_at_stop, decode_numpy, stream_text, trim_row
 from zoohub.tasks.text_task import as_text_list
@@ -99,6 +99,7 @@ class CausalLM(Task):
             raise MissingFileError("this preset has no tokenizer files; pass token ids as a dict instead of strings")
         return self.preprocessor(x, left=left)
 
+    @on_own_backend
     def logits(self, x) -> np.ndarray:
         """Logits [B, T, V] for texts (left-padded) or a token dict."""
         if "outputs" not in self._compiled:
@@ -106,6 +107,7 @@ class CausalLM(Task):
         inputs = self._inputs(x)
         return ops().to_numpy(self._compiled["outputs"](self.params, inputs))
 
+    @on_own_backend
     def score(self, x) -> list[np.ndarray]:
         """Per text, the log-probability of each token given those before it ([n - 1] for n tokens)."""
         inputs = self._inputs(x, left=False)
@@ -165,6 +167,7 @@ class CausalLM(Task):
             for tok in decode_numpy(self, self.params, ids, mask, s):
                 yield tok[:, None]
 
+    @on_own_backend
     def generate_tokens(self, x, **kwargs) -> list[list[int]]:
         """New token ids per prompt (up to and including a stop token) for texts or a token dict
         (`input_ids`, `attention_mask`, left-padded). Keyword arguments as in `generate`."""
@@ -187,6 +190,7 @@ class CausalLM(Task):
     def _decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    @on_own_backend
     def generate(self, prompts, *, max_new_tokens: int = 64, stream: bool = False, **kwargs):
         """Continue each prompt; returns a string for a string, a list for a list, or, with
         `stream=True` (one prompt), an iterator of text pieces as they are produced.
@@ -232,6 +236,7 @@ class CausalLM(Task):
         return render_chat(template, messages, add_generation_prompt=add_generation_prompt,
                            special_tokens=specials, **template_kwargs)
 
+    @on_own_backend
     def chat(self, messages, *, max_new_tokens: int = 256, stream: bool = False, chat_template: str | None = None,
              template_kwargs: Mapping | None = None, **kwargs):
         """The assistant's reply to `messages` ([{"role": "user", "content": "Hi!"}, ...])."""
