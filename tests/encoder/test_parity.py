@@ -125,3 +125,19 @@ def test_fill_mask_returns_top_k(encoder_checkpoints):
     assert len(masks) == 1 and len(masks[0]) == 3
     probs = [p for _, p in masks[0]]
     assert probs == sorted(probs, reverse=True) and 0 < probs[0] <= 1
+
+
+def test_classifier_without_id2label_gets_transformers_default(encoder_checkpoints, tmp_path):
+    import json
+    import shutil
+
+    folder, ref_model, tokenizer = encoder_checkpoints[("bert", "masked_lm")]
+    model = transformers.BertForSequenceClassification(ref_model.config.__class__(**{
+        **ref_model.config.to_dict(), "num_labels": 2, "id2label": None, "label2id": None}))
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.pop("id2label", None), config.pop("label2id", None)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    shutil.copy(folder / "tokenizer.json", tmp_path)
+    clf = zoohub.TextClassifier.from_preset(tmp_path)
+    assert clf.labels == ["LABEL_0", "LABEL_1"] and not clf.load_report.new_tensors

@@ -223,7 +223,7 @@ class Task:
 
     def num_params(self) -> int:
         """Parameter count (tied tensors once)."""
-        return int(sum(np.prod(v.shape) for v in flatten(self.params).values()))
+        return int(sum(np.prod(v.shape) for k, v in flatten(self.params).items() if ".lora_" not in k))
 
     def preprocessing_metadata(self) -> dict:
         return {}

@@ -32,6 +32,9 @@ class TextClassifier(TextTask):
     def _adjust_config(cls, hf: dict, *, num_labels=None, num_classes=None, labels=None, **options) -> dict:
         hf = dict(hf)
         saved = hf.get("id2label") if cls._has_head(hf) else None
+        if cls._has_head(hf) and not saved:
+            # transformers 5 leaves id2label out for its default num_labels=2
+            saved = {"0": "LABEL_0", "1": "LABEL_1"}
         n = num_classes or (len(labels) if labels else None) or (len(saved) if saved else None)
         if n is None:
             raise UnsupportedConfigError(
