@@ -1,4 +1,5 @@
-"""Named presets as data. Revisions pin the exact commit on the Hugging Face Hub."""
+"""Encoder presets as data. Revisions pin the exact commit on the Hugging Face Hub: hashes seen in
+several independent public cache paths (`models--owner--repo/snapshots/<commit>`)."""
 
 ROWS: list[dict] = [
     dict(name="starter_bert_tiny_en", handle="local://zoohub/starter-bert-tiny", revision=None,
@@ -8,4 +9,24 @@ ROWS: list[dict] = [
          revision="86b5e0934494bd15c9632b12f734a8a67f723594",
          description="BERT base, English, uncased (12 layers, 768 wide).", params=109_482_240,
          license="apache-2.0", task="masked_lm", family="bert"),
+    dict(name="distilbert_base_en_uncased", handle="hf://distilbert/distilbert-base-uncased",
+         revision="12040accade4e8a0f71eabdb258fecc2e7e948be",
+         description="DistilBERT base, English, uncased (6 layers, 768 wide).", params=66_985_530,
+         license="apache-2.0", task="masked_lm", family="distilbert"),
+    dict(name="distilbert_base_en_uncased_sst2", handle="hf://distilbert/distilbert-base-uncased-finetuned-sst-2-english",
+         revision="714eb0fa89d2f80546fda750413ed43d93601a13",
+         description="DistilBERT fine-tuned on SST-2: English sentiment (NEGATIVE/POSITIVE).", params=66_955_010,
+         license="apache-2.0", task="text_classifier", family="distilbert"),
+    dict(name="roberta_base_en", handle="hf://FacebookAI/roberta-base",
+         revision="bc2764f8af2e92b6eb5679868df33e224075ca68",
+         description="RoBERTa base, English (12 layers, 768 wide, byte-level BPE).", params=124_645_632,
+         license="mit", task="masked_lm", family="roberta"),
+    dict(name="all_minilm_l6_v2_en", handle="hf://sentence-transformers/all-MiniLM-L6-v2",
+         revision="c9745ed1d9f207416be6d2e6f8de32d1f16199bf",
+         description="Sentence embeddings (384-d, mean pooling, normalised); 6-layer MiniLM BERT.", params=22_713_216,
+         license="apache-2.0", task="text_embedder", family="bert"),
+    dict(name="ms_marco_minilm_l6_v2_cross_encoder", handle="hf://cross-encoder/ms-marco-MiniLM-L-6-v2",
+         revision="c5ee24cb16019beea0893ab7796b1df96625c6b8",
+         description="Cross-encoder for passage re-ranking: (query, passage) pairs -> relevance logit.",
+         params=22_713_601, license="apache-2.0", task="text_classifier", family="bert"),
 ]

@@ -3,7 +3,8 @@ verified; `None` follows the repo's main branch until one is pinned. Parameter c
 embeddings once, as the model cards state them."""
 
 ROWS: list[dict] = [
-    dict(name="smollm2_135m", handle="hf://HuggingFaceTB/SmolLM2-135M", revision=None,
+    dict(name="smollm2_135m", handle="hf://HuggingFaceTB/SmolLM2-135M",
+         revision="93efa2f097d58c2a74874c7e644dbc9b0cee75a2",
          description="SmolLM2 135M base (Llama architecture, 30 layers, 576 wide, GQA 9/3).", params=134_515_008,
          license="apache-2.0", task="causal_lm", family="llama"),
     dict(name="smollm2_135m_instruct", handle="hf://HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -14,7 +15,8 @@ ROWS: list[dict] = [
          revision="a10cc1512eabd3dde888204e902eca88bddb4951",
          description="SmolLM2 360M instruction-tuned (32 layers, 960 wide, GQA 15/5).", params=361_821_120,
          license="apache-2.0", task="causal_lm", family="llama"),
-    dict(name="gpt2_base_en", handle="hf://openai-community/gpt2", revision=None,
+    dict(name="gpt2_base_en", handle="hf://openai-community/gpt2",
+         revision="607a30d783dfa663caf39e06633721c8d4cfcd7e",
          description="GPT-2 small, English (12 layers, 768 wide).", params=124_439_808,
          license="mit", task="causal_lm", family="gpt2"),
     dict(name="qwen2.5_0.5b_instruct", handle="hf://Qwen/Qwen2.5-0.5B-Instruct", revision=None,
