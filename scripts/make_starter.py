@@ -85,7 +85,6 @@ Made by `scripts/make_starter.py` in the zoohub repository.
 
 
 def main() -> None:
-    import zoohub
     from zoohub.backbones import get_family
     from zoohub.backbones.base import init_tensor
     from zoohub.presets.folder import save_preset_folder

@@ -7,7 +7,7 @@ import pytest
 import zoohub
 from zoohub.backend import using
 
-from .conftest import FAMILIES, PAIRS, TASKS, TEXTS, reference_outputs, torch, transformers
+from .conftest import FAMILIES, PAIRS, TASKS, TEXTS, reference_outputs, transformers
 
 CASES = [(m, t) for m in FAMILIES for t in TASKS]
 TASK_CLASSES = {"backbone": "Backbone", "text_classifier": "TextClassifier", "masked_lm": "MaskedLM"}

@@ -81,18 +81,24 @@ def publish(source: Path, target: Path, extra: Mapping[str, bytes] | None = None
         for name, data in extra.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)
-        for path in tmp.rglob("*"):  # data on disk before the rename makes it visible
-            if path.is_file():
-                with open(path, "rb") as f:
-                    os.fsync(f.fileno())
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
+        swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return True
+
+
+def swap_into_place(tmp: Path, target: Path) -> None:
+    """Make the fully written folder `tmp` become `target`: fsync, then renames, so a reader (or a
+    crash) sees the old folder or the new one, never a mix."""
+    for path in tmp.rglob("*"):  # data on disk before the rename makes it visible
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from zoohub.errors import CorruptFileError, MissingFileError
+from zoohub.hub.local import swap_into_place
 
 ZOOHUB_FILE = "zoohub.json"
 
@@ -77,13 +77,6 @@ def verify_manifest(folder: Path) -> None:
             )
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-
-
 def save_preset_folder(target: Path, fill: Callable[[Path], None], *, metadata: dict) -> Path:
     """Write a preset atomically: `fill(tmp)` writes the files into a temp folder beside `target`,
     zoohub.json (metadata + manifest) is added, then the folder is renamed into place.
@@ -105,14 +98,7 @@ def save_preset_folder(target: Path, fill: Callable[[Path], None], *, metadata: 
             "files": file_manifest(tmp),
         }
         (tmp / ZOOHUB_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        _fsync_tree(tmp)
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
+        swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

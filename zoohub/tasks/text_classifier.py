@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoohub.backend import ops
 from zoohub.errors import InputError, UnsupportedConfigError
 from zoohub.tasks.text_task import TextTask
 

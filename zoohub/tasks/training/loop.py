@@ -153,7 +153,6 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
     Example:
         >>> history = clf.fit(texts, labels, epochs=3, validation_data=(val_texts, val_labels))  # doctest: +SKIP
     """
-    import jax
     import jax.numpy as jnp
 
     ops(task.backend).require_training("fit")
