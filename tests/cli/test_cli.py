@@ -129,3 +129,31 @@ def test_help_for_each_verb(home):
 def test_cache_list_and_clear(home):
     assert "huggingface_hub cache" in ok(zoohub_cli(home, "cache", "list"))
     assert "cache cleared" in ok(zoohub_cli(home, "cache", "clear"))
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    from tests.decoder.conftest import _build
+
+    return _build("llama", str(tmp_path_factory.mktemp("cli_llama")))
+
+
+def test_generate_streams_the_same_text_as_the_api(home, tiny_llama):
+    import zoohub
+    from zoohub.backend import using
+
+    with using("numpy"):
+        expected = zoohub.CausalLM.from_preset(tiny_llama).generate("the cat sat", max_new_tokens=8)
+    out = ok(zoohub_cli(home, "--backend", "numpy", "generate", tiny_llama, "the cat sat", "--max-new-tokens", "8"))
+    assert out == expected + "\n"
+
+
+def test_chat_reads_stdin_and_uses_the_template(home, tiny_llama):
+    import zoohub
+    from zoohub.backend import using
+
+    with using("numpy"):
+        reply = zoohub.CausalLM.from_preset(tiny_llama).chat([{"role": "user", "content": "hello world"}],
+                                                             max_new_tokens=6)
+    out = ok(zoohub_cli(home, "--backend", "numpy", "chat", tiny_llama, "--max-new-tokens", "6", stdin="hello world\n\n"))
+    assert out.splitlines()[1] == reply
