@@ -7,9 +7,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from zoohub.backend import ops, using
-from zoohub.errors import InputError, UnsupportedConfigError
+from zoohub.errors import InputError
 from zoohub.tasks.base import Task
 from zoohub.tasks.image_preprocessor import ImagePreprocessor
+from zoohub.tasks.labels import LabelledHead
 from zoohub.tasks.tokenizer import bucket_length
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
@@ -20,7 +21,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-class ImageClassifier(Task):
+class ImageClassifier(LabelledHead, Task):
     """Classify images. Loads the checkpoint's head, or makes a new one with `num_classes`.
 
     Images are channels-last uint8 or float arrays ([H, W, C] each, or one [N, H, W, C] array), PIL
@@ -37,34 +38,7 @@ class ImageClassifier(Task):
     """
 
     TASK = "image_classifier"
-
-    @classmethod
-    def _adjust_config(cls, hf: dict, *, num_labels=None, num_classes=None, labels=None, **options) -> dict:
-        hf = dict(hf)
-        has_head = any(a.endswith("ForImageClassification") for a in hf.get("architectures") or [])
-        saved = hf.get("id2label") if has_head else None
-        n = num_classes or (len(labels) if labels else None) or (len(saved) if saved else None)
-        if n is None:
-            raise UnsupportedConfigError(
-                "this checkpoint has no image-classification head; pass num_classes=N "
-                "(and optionally labels=[...]) to add a new one")
-        if labels is not None and len(labels) != n:
-            raise InputError(f"got {len(labels)} labels for num_classes={n}")
-        if labels is None and saved and len(saved) == n:
-            id2label = {str(k): v for k, v in saved.items()}
-        else:
-            id2label = {str(i): (labels[i] if labels else f"LABEL_{i}") for i in range(n)}
-        hf["id2label"] = id2label
-        hf["label2id"] = {v: int(k) for k, v in id2label.items()}
-        return hf
-
-    @classmethod
-    def from_folder(cls, folder, *, num_classes=None, labels=None, **kw):
-        return super().from_folder(folder, num_classes=num_classes, labels=labels, **kw)
-
-    @classmethod
-    def _num_labels(cls, hf: dict, num_labels):
-        return len(hf["id2label"])
+    HEAD_SUFFIX = "ForImageClassification"
 
     def _configure(self, num_classes=None, labels=None, batch_size: int = 32, **options) -> None:
         super()._configure(**options)
@@ -76,15 +50,6 @@ class ImageClassifier(Task):
         self.preprocessor = ImagePreprocessor(config, image_size=self.config.image_size)
         if raw is None:  # so the saved preset is complete for transformers' AutoImageProcessor too
             self.aux_files[PREPROCESSOR_FILE] = (json.dumps(self.preprocessor.to_config(), indent=2) + "\n").encode()
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.config.extra["id2label"])
-
-    @property
-    def labels(self) -> list[str]:
-        id2label = self.config.extra["id2label"]
-        return [id2label[str(i)] for i in range(len(id2label))]
 
     def preprocessing_metadata(self) -> dict:
         return {"image_size": [self.preprocessor.height, self.preprocessor.width]}
