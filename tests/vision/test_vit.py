@@ -107,3 +107,18 @@ def test_bad_images_fail_before_training(vit_dir, tmp_path):
         clf.fit([tmp_path / "nope.png", images[0]], [0, 1])
     with pytest.raises(InputError, match="empty"):
         clf.fit([], [])
+
+
+@pytest.mark.parametrize("backend", ["jax", "numpy"])
+def test_backbone_on_images_matches_vit_model(vit_dir, backend, tmp_path):
+    images, _ = color_images(3, seed=4)
+    processor = transformers.ViTImageProcessorPil.from_pretrained(vit_dir)
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        ref = transformers.ViTForImageClassification.from_pretrained(vit_dir).eval().vit(pixel_values=pixels)
+    with using(backend):
+        backbone = zoohub.Backbone.from_preset(vit_dir)
+    np.testing.assert_allclose(backbone.predict(images), ref.last_hidden_state.numpy(), atol=1e-4)
+    out = backbone.save_to_preset(tmp_path / "vit_backbone")
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["ViTModel"]
+    assert (out / "preprocessor_config.json").is_file()

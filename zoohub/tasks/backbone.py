@@ -1,13 +1,15 @@
-"""Backbone: the bare model, hidden states out."""
+"""Backbone: the bare model, hidden states out (texts for text families, images for vision ones)."""
 from __future__ import annotations
 
 import numpy as np
 
+from zoohub.backend import using
+from zoohub.tasks.base import Task
 from zoohub.tasks.text_task import TextTask
 
 
 class Backbone(TextTask):
-    """The bare transformer of any supported family (saved as e.g. `BertModel`).
+    """The bare transformer of any supported family (saved as e.g. `BertModel`, `ViTModel`).
 
     Example:
         >>> import zoohub
@@ -17,10 +19,30 @@ class Backbone(TextTask):
 
     TASK = "backbone"
 
+    def _configure(self, batch_size: int = 32, **options) -> None:
+        if self.family.input_kind != "image":
+            return super()._configure(batch_size=batch_size, **options)
+        from zoohub.tasks.image_classifier import image_preprocessor
+
+        Task._configure(self, **options)
+        self.batch_size = batch_size
+        self.preprocessor = image_preprocessor(self)
+
+    def preprocessing_metadata(self) -> dict:
+        if self.family.input_kind == "image":
+            return {"image_size": [self.preprocessor.height, self.preprocessor.width]}
+        return super().preprocessing_metadata()
+
     def _outputs(self, params, inputs, rng=None):
         return self.family.forward(params, self.config, inputs, rng=rng)
 
-    def predict(self, x, pairs=None, sequence_length_trim: bool = True) -> np.ndarray:
-        """Last hidden states [B, T, D] for strings or a dict of token arrays (T = longest input)."""
+    def predict(self, x, pairs=None) -> np.ndarray:
+        """Last hidden states: [B, T, D] for strings or token dicts (T = longest input), or
+        [N, 1 + patches, D] for images (arrays, PIL images, paths or {"pixel_values"})."""
+        if self.family.input_kind == "image":
+            from zoohub.tasks.image_classifier import pixel_inputs, run_image_batches
+
+            with using(self.backend):
+                return run_image_batches(self, pixel_inputs(self.preprocessor, x)["pixel_values"])
         out, inputs = self._run(x, pairs)
-        return out[:, : inputs["input_ids"].shape[1]] if sequence_length_trim else out
+        return out[:, : inputs["input_ids"].shape[1]]

@@ -21,6 +21,40 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
+def image_preprocessor(task: Task) -> ImagePreprocessor:
+    """The task's preprocessor from `preprocessor_config.json`, written back when it was missing
+    so a saved preset is complete for transformers' AutoImageProcessor too."""
+    raw = task.aux_files.get(PREPROCESSOR_FILE)
+    preprocessor = ImagePreprocessor(json.loads(raw) if raw else None, image_size=task.config.image_size)
+    if raw is None:
+        task.aux_files[PREPROCESSOR_FILE] = (json.dumps(preprocessor.to_config(), indent=2) + "\n").encode()
+    return preprocessor
+
+
+def run_image_batches(task: Task, pixels: np.ndarray) -> np.ndarray:
+    """task._outputs over [N, C, H, W] pixels in batches padded to bucket sizes (jax compiles few shapes)."""
+    if "outputs" not in task._compiled:
+        task._compiled["outputs"] = ops().jit(lambda params, inputs: task._outputs(params, inputs))
+    fn = task._compiled["outputs"]
+    chunks = []
+    for start in range(0, len(pixels), task.batch_size):
+        batch = pixels[start:start + task.batch_size]
+        b = len(batch)
+        padded = bucket_length(b, minimum=1, maximum=task.batch_size) if task.backend == "jax" else b
+        batch = np.pad(batch, ((0, padded - b), (0, 0), (0, 0), (0, 0)))
+        chunks.append(ops().to_numpy(fn(task.params, {"pixel_values": batch}))[:b])
+    return np.concatenate(chunks)
+
+
+def pixel_inputs(preprocessor: ImagePreprocessor, images) -> dict[str, np.ndarray]:
+    """{"pixel_values": [N, C, H, W] float32} from images, or a dict with pixel_values passed through."""
+    if isinstance(images, Mapping):
+        if "pixel_values" not in images:
+            raise InputError("image inputs given as a dict need a 'pixel_values' array [N, C, H, W]")
+        return {"pixel_values": np.asarray(images["pixel_values"], np.float32)}
+    return {"pixel_values": preprocessor(images)}
+
+
 class ImageClassifier(LabelledHead, Task):
     """Classify images. Loads the checkpoint's head, or makes a new one with `num_classes`.
 
@@ -45,22 +79,14 @@ class ImageClassifier(LabelledHead, Task):
         self.batch_size = batch_size
         # ViTForImageClassification has no pooler; a ViTModel checkpoint's would be saved as junk.
         self.params[self.family.prefix].pop("pooler", None)
-        raw = self.aux_files.get(PREPROCESSOR_FILE)
-        config = json.loads(raw) if raw else None
-        self.preprocessor = ImagePreprocessor(config, image_size=self.config.image_size)
-        if raw is None:  # so the saved preset is complete for transformers' AutoImageProcessor too
-            self.aux_files[PREPROCESSOR_FILE] = (json.dumps(self.preprocessor.to_config(), indent=2) + "\n").encode()
+        self.preprocessor = image_preprocessor(self)
 
     def preprocessing_metadata(self) -> dict:
         return {"image_size": [self.preprocessor.height, self.preprocessor.width]}
 
     def preprocess(self, images) -> dict[str, np.ndarray]:
         """{"pixel_values": [N, C, H, W] float32} from images, or pass a dict with pixel_values through."""
-        if isinstance(images, Mapping):
-            if "pixel_values" not in images:
-                raise InputError("image inputs given as a dict need a 'pixel_values' array [N, C, H, W]")
-            return {"pixel_values": np.asarray(images["pixel_values"], np.float32)}
-        return {"pixel_values": self.preprocessor(images)}
+        return pixel_inputs(self.preprocessor, images)
 
     def _outputs(self, params, inputs, rng=None):
         hidden = self.family.forward(params[self.family.prefix], self.config, inputs, rng=rng)
@@ -73,17 +99,7 @@ class ImageClassifier(LabelledHead, Task):
             return self._logits(pixels)
 
     def _logits(self, pixels: np.ndarray) -> np.ndarray:
-        if "outputs" not in self._compiled:
-            self._compiled["outputs"] = ops().jit(lambda params, inputs: self._outputs(params, inputs))
-        fn = self._compiled["outputs"]
-        chunks = []
-        for start in range(0, len(pixels), self.batch_size):
-            batch = pixels[start:start + self.batch_size]
-            b = len(batch)
-            padded = bucket_length(b, minimum=1, maximum=self.batch_size) if self.backend == "jax" else b
-            batch = np.pad(batch, ((0, padded - b), (0, 0), (0, 0), (0, 0)))
-            chunks.append(ops().to_numpy(fn(self.params, {"pixel_values": batch}))[:b])
-        return np.concatenate(chunks)
+        return run_image_batches(self, pixels)
 
     def predict(self, images) -> np.ndarray:
         """Class probabilities [N, num_classes]."""
