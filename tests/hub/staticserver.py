@@ -29,9 +29,13 @@ class StaticHandler(Handler):
         path = unquote(urlsplit(self.path).path)
         state = self.state
         file = (state.root / path.lstrip("/")).resolve()
-        status = self._answer(path, file)
-        with state.lock:
-            state.log.append((self.command, path, dict(self.headers), status))
+        self._answer(path, file)
+
+    def _log(self, path: str, status: int) -> int:
+        # Logged before the body goes out: a client that has read everything may look at once.
+        with self.state.lock:
+            self.state.log.append((self.command, path, dict(self.headers), status))
+        return status
 
     def _answer(self, path: str, file: Path) -> int:
         state = self.state
@@ -40,21 +44,25 @@ class StaticHandler(Handler):
             drop = self.command == "GET" and path in state.drop_once
             state.drop_once.discard(path)
         if failure:
+            self._log(path, failure)
             self.reply(failure, b"try again")
             return failure
         if not file.is_file() or state.root.resolve() not in file.parents:
+            self._log(path, 404)
             self.reply(404, b"not found")
             return 404
         data = file.read_bytes()
         etag = '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
         if self.headers.get("If-None-Match") == etag:
+            self._log(path, 304)
             self.reply(304, b"", {"ETag": etag})
             return 304
         if drop:
+            self._log(path, -1)
             self.drop_after(200, data, {"ETag": etag, "Accept-Ranges": "bytes"})
             return -1
+        self._log(path, 206 if "Range" in self.headers and self.headers.get("If-Range") in (None, etag) else 200)
         self.send_range(data, etag)
-        return 206 if "Range" in self.headers and self.headers.get("If-Range") in (None, etag) else 200
 
 
 def start_static(root: Path) -> tuple[Server, StaticState]:
