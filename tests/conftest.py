@@ -1,10 +1,13 @@
 """Suite-wide settings: quiet progress bars, no network, CPU only."""
 import os
+import tempfile
 
 os.environ.setdefault("ZOOHUB_QUIET", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Hermetic: nothing a test downloads, uploads or verifies lands in the user's caches.
+os.environ.setdefault("ZOOHUB_HOME", tempfile.mkdtemp(prefix="zoohub-tests-home-"))
 
 
 import pytest  # noqa: E402
