@@ -1,5 +1,5 @@
-"""Decoder language model presets (task causal_lm). Revisions are pinned only where a commit hash was
-verified; `None` follows the repo's main branch until one is pinned. Parameter counts include tied
+"""Decoder language model presets (task causal_lm). Revisions pin commits seen in several independent
+public cache paths (`models--owner--repo/snapshots/<commit>`). Parameter counts include tied
 embeddings once, as the model cards state them."""
 
 ROWS: list[dict] = [
@@ -19,19 +19,24 @@ ROWS: list[dict] = [
          revision="607a30d783dfa663caf39e06633721c8d4cfcd7e",
          description="GPT-2 small, English (12 layers, 768 wide).", params=124_439_808,
          license="mit", task="causal_lm", family="gpt2"),
-    dict(name="qwen2.5_0.5b_instruct", handle="hf://Qwen/Qwen2.5-0.5B-Instruct", revision=None,
+    dict(name="qwen2.5_0.5b_instruct", handle="hf://Qwen/Qwen2.5-0.5B-Instruct",
+         revision="7ae557604adf67be50417f59c2c2f167def9a775",
          description="Qwen2.5 0.5B instruction-tuned (24 layers, q/k/v biases, tied embeddings).", params=494_032_768,
          license="apache-2.0", task="causal_lm", family="qwen2"),
-    dict(name="qwen3_0.6b", handle="hf://Qwen/Qwen3-0.6B", revision=None,
+    dict(name="qwen3_0.6b", handle="hf://Qwen/Qwen3-0.6B",
+         revision="c1899de289a04d12100db370d81485cdf75e47ca",
          description="Qwen3 0.6B (28 layers, q/k norms, thinking/non-thinking chat template).", params=596_049_920,
          license="apache-2.0", task="causal_lm", family="qwen3"),
-    dict(name="gemma2_2b_instruct", handle="hf://google/gemma-2-2b-it", revision=None,
+    dict(name="gemma2_2b_instruct", handle="hf://google/gemma-2-2b-it",
+         revision="299a8560bedf22ed1c72a8a11e7dce4a7f9f51f8",
          description="Gemma 2 2B instruction-tuned (gated: accept the license on the hub, set HF_TOKEN).",
          params=2_614_341_888, license="gemma", task="causal_lm", family="gemma2"),
-    dict(name="gemma3_1b_instruct", handle="hf://google/gemma-3-1b-it", revision=None,
+    dict(name="gemma3_1b_instruct", handle="hf://google/gemma-3-1b-it",
+         revision="dcc83ea841ab6100d6b47a070329e1ba4cf78752",
          description="Gemma 3 1B text, instruction-tuned (gated: accept the license on the hub, set HF_TOKEN).",
          params=999_885_952, license="gemma", task="causal_lm", family="gemma3_text"),
-    dict(name="llama3.2_1b_instruct", handle="hf://meta-llama/Llama-3.2-1B-Instruct", revision=None,
+    dict(name="llama3.2_1b_instruct", handle="hf://meta-llama/Llama-3.2-1B-Instruct",
+         revision="9213176726f574b556790deb65791e0c5aa438b6",
          description="Llama 3.2 1B instruction-tuned, llama3 RoPE scaling (gated: accept the license, set HF_TOKEN).",
          params=1_235_814_400, license="llama3.2", task="causal_lm", family="llama"),
 ]
