@@ -113,7 +113,7 @@ def cmd_info(args) -> None:
 
     info: dict = {"preset": args.preset}
     if args.preset in list_presets():
-        info.update(get_preset(args.preset).__dict__)
+        info.update({k: v for k, v in get_preset(args.preset).__dict__.items() if v is not None})
     folder = _cached_folder(args.preset)
     info["cached"] = folder is not None
     if folder is not None:
