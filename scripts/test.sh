@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (README): the whole suite, offline, on the CPU.
+# The test command (README): the whole suite plus every docstring example, offline, on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python -m pytest tests -p no:cacheprovider "$@"
+exec python -m pytest tests zoohub --doctest-modules -p no:cacheprovider "$@"

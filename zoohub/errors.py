@@ -9,7 +9,12 @@ from collections.abc import Iterable
 
 
 class ZoohubError(Exception):
-    """Base class of every error zoohub raises on purpose."""
+    """Base class of every error zoohub raises on purpose.
+
+    >>> import zoohub
+    >>> issubclass(zoohub.errors.IntegrityError, zoohub.errors.ZoohubError)
+    True
+    """
 
 
 class PresetNotFoundError(ZoohubError, LookupError):

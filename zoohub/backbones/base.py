@@ -31,6 +31,12 @@ class ModelConfig:
 
     Subclasses list, in `CHECKS`, config keys that change the math and which values this code
     implements; any other value is rejected by name instead of silently ignored.
+
+    >>> from zoohub.backbones import get_family
+    >>> config = get_family("bert").config_class.from_hf({"vocab_size": 97, "hidden_size": 48,
+    ...     "num_hidden_layers": 2, "num_attention_heads": 3, "intermediate_size": 80, "_name_or_path": "x"})
+    >>> config.to_hf()["_name_or_path"]  # non-math keys pass through to the saved config.json
+    'x'
     """
 
     MODEL_TYPE: ClassVar[str] = ""
@@ -71,7 +77,12 @@ class ModelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class Head:
-    """A task head with transformers' names, outside the backbone prefix."""
+    """A task head with transformers' names, outside the backbone prefix.
+
+    >>> from zoohub.backbones import get_family
+    >>> get_family("bert").heads["masked_lm"].tied
+    {'cls.predictions.decoder.weight': 'embeddings.word_embeddings.weight'}
+    """
 
     task: str
     """Our task name: text_classifier, masked_lm, causal_lm, image_classifier."""
@@ -91,7 +102,13 @@ class Head:
 
 @dataclass(frozen=True, kw_only=True)
 class Family:
-    """One model family: how to read its config, shape its weights and run its backbone."""
+    """One model family: how to read its config, shape its weights and run its backbone.
+
+    >>> from zoohub.backbones import get_family
+    >>> family = get_family("distilbert")
+    >>> family.prefix, family.base_architecture, sorted(family.heads)
+    ('distilbert', 'DistilBertModel', ['masked_lm', 'text_classifier'])
+    """
 
     model_type: str
     config_class: type[ModelConfig]

@@ -20,6 +20,13 @@ from zoohub.layers import (
 
 @dataclass(frozen=True, kw_only=True)
 class BertConfig(ModelConfig):
+    """BERT encoder hyperparameters; fields are `BertConfig` keys of transformers.
+
+    >>> BertConfig.from_hf({"vocab_size": 97, "hidden_size": 48, "num_hidden_layers": 2,
+    ...     "num_attention_heads": 3, "intermediate_size": 80}).layer_norm_eps
+    1e-12
+    """
+
     MODEL_TYPE = "bert"
     CHECKS = {
         "position_embedding_type": (lambda v: v in (None, "absolute"), "'absolute'"),
@@ -49,12 +56,25 @@ class BertConfig(ModelConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class RobertaConfig(BertConfig):
+    """RoBERTa: BERT math, positions counted from `pad_token_id + 1`.
+
+    >>> RobertaConfig.from_hf({"vocab_size": 50, "hidden_size": 8, "num_hidden_layers": 1,
+    ...     "num_attention_heads": 2, "intermediate_size": 16}).pad_token_id
+    1
+    """
+
     MODEL_TYPE = "roberta"
     pad_token_id: int | None = 1
 
 
 @dataclass(frozen=True, kw_only=True)
 class XLMRobertaConfig(RobertaConfig):
+    """XLM-RoBERTa: RoBERTa with a multilingual vocabulary.
+
+    >>> XLMRobertaConfig.MODEL_TYPE
+    'xlm-roberta'
+    """
+
     MODEL_TYPE = "xlm-roberta"
 
 

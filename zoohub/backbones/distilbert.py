@@ -18,6 +18,13 @@ LAYER_NORM_EPS = 1e-12
 
 @dataclass(frozen=True, kw_only=True)
 class DistilBertConfig(ModelConfig):
+    """DistilBERT hyperparameters (transformers' own short names: dim, n_layers, n_heads, hidden_dim).
+
+    >>> DistilBertConfig.from_hf({"vocab_size": 97, "dim": 48, "n_layers": 2, "n_heads": 3,
+    ...     "hidden_dim": 80}).activation
+    'gelu'
+    """
+
     MODEL_TYPE = "distilbert"
 
     vocab_size: int

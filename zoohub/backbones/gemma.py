@@ -36,6 +36,12 @@ _CHECKS = {**ROPE_CHECKS,
 
 @dataclass(frozen=True, kw_only=True)
 class GemmaConfig(DecoderConfig):
+    """Gemma: scaled embeddings, `1 + weight` RMSNorm, GeGLU (tanh GELU).
+
+    >>> GemmaConfig.MODEL_TYPE
+    'gemma'
+    """
+
     MODEL_TYPE = "gemma"
     CHECKS = _CHECKS
     SANDWICH: ClassVar[bool] = False  # Gemma 2/3: norms after attention/MLP too
@@ -60,6 +66,12 @@ class GemmaConfig(DecoderConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class Gemma2Config(GemmaConfig):
+    """Gemma 2: soft-capping, alternating sliding-window / global layers, sandwich norms.
+
+    >>> Gemma2Config.MODEL_TYPE
+    'gemma2'
+    """
+
     MODEL_TYPE = "gemma2"
     SANDWICH = True
 
@@ -85,6 +97,12 @@ class Gemma2Config(GemmaConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class Gemma3TextConfig(Gemma2Config):
+    """Gemma 3 text: q/k norms and separate RoPE bases for local and global layers.
+
+    >>> Gemma3TextConfig.MODEL_TYPE
+    'gemma3_text'
+    """
+
     MODEL_TYPE = "gemma3_text"
     QK_NORM = True
     DEFAULT_ROPE_THETA = 1_000_000.0

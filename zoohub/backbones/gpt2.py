@@ -23,6 +23,12 @@ from zoohub.layers.kv_cache import update_cache
 
 @dataclass(frozen=True, kw_only=True)
 class GPT2Config(ModelConfig):
+    """GPT-2 hyperparameters (transformers' names: n_embd, n_layer, n_head, n_positions).
+
+    >>> GPT2Config.MODEL_TYPE
+    'gpt2'
+    """
+
     MODEL_TYPE = "gpt2"
     CHECKS = {
         "add_cross_attention": (lambda v: not v, "False (decoder only)"),

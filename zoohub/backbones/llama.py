@@ -24,6 +24,12 @@ from zoohub.layers import KeyStream, activation, dropout, embedding, gated_mlp, 
 
 @dataclass(frozen=True, kw_only=True)
 class LlamaConfig(DecoderConfig):
+    """Llama (and SmolLM/SmolLM2): GQA, RoPE with llama3/linear scaling, RMSNorm, SwiGLU.
+
+    >>> LlamaConfig.MODEL_TYPE
+    'llama'
+    """
+
     MODEL_TYPE = "llama"
     CHECKS = {**ROPE_CHECKS, "pretraining_tp": (lambda v: v in (None, 1), "1 (the split matmul is the same math)")}
     QK_NORM: ClassVar[bool] = False
@@ -39,6 +45,12 @@ class LlamaConfig(DecoderConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class MistralConfig(LlamaConfig):
+    """Mistral: Llama with sliding-window attention.
+
+    >>> MistralConfig.MODEL_TYPE
+    'mistral'
+    """
+
     MODEL_TYPE = "mistral"
     CHECKS = ROPE_CHECKS
     DROP_IF_NONE = DecoderConfig.DROP_IF_NONE  # an explicit null window must survive a save
@@ -48,6 +60,12 @@ class MistralConfig(LlamaConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class Qwen2Config(LlamaConfig):
+    """Qwen2: Llama with q/k/v biases and per-layer sliding-window settings.
+
+    >>> Qwen2Config.MODEL_TYPE
+    'qwen2'
+    """
+
     MODEL_TYPE = "qwen2"
     CHECKS = ROPE_CHECKS
     QKV_BIAS = True
@@ -66,6 +84,12 @@ class Qwen2Config(LlamaConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class Qwen3Config(Qwen2Config):
+    """Qwen3: Qwen2 with per-head q/k RMSNorm.
+
+    >>> Qwen3Config.MODEL_TYPE
+    'qwen3'
+    """
+
     MODEL_TYPE = "qwen3"
     QK_NORM = True
     QKV_BIAS = None

@@ -18,6 +18,12 @@ log = logging.getLogger("zoohub")
 
 @dataclass
 class LoadReport:
+    """What loading did beyond a plain lookup, kept on the task as `task.load_report`.
+
+    >>> LoadReport().new_tensors
+    []
+    """
+
     new_tensors: list[str] = field(default_factory=list)
     """Initialised here (a new head, or BERT's pooler for a classifier)."""
     unused_tensors: list[str] = field(default_factory=list)

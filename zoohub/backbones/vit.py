@@ -19,6 +19,12 @@ from zoohub.layers import KeyStream, activation, attention, dropout, layer_norm,
 
 @dataclass(frozen=True, kw_only=True)
 class ViTConfig(ModelConfig):
+    """ViT hyperparameters: patch embedding, CLS token, pre-norm encoder blocks.
+
+    >>> ViTConfig.MODEL_TYPE
+    'vit'
+    """
+
     MODEL_TYPE = "vit"
 
     hidden_size: int = 768           # D

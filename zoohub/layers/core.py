@@ -139,7 +139,11 @@ def dropout(x, rate: float, key):
 
 
 class KeyStream:
-    """Deterministic per-call dropout keys: the i-th call folds i into the root key (None stays None)."""
+    """Deterministic per-call dropout keys: the i-th call folds i into the root key (None stays None).
+
+    >>> KeyStream(None)() is None  # inference: no dropout keys
+    True
+    """
 
     def __init__(self, key):
         self.key = key

@@ -15,6 +15,13 @@ from zoohub.errors import PresetNotFoundError, close_matches
 
 @dataclass(frozen=True, kw_only=True)
 class Preset:
+    """One row of the registry: a name for a pinned hub handle, with what a user needs to choose it.
+
+    >>> from zoohub.presets.registry import get_preset
+    >>> get_preset("gpt2_base_en").family
+    'gpt2'
+    """
+
     name: str
     handle: str          # hf://owner/repo, https://host/folder/ or local://owner/name
     revision: str | None  # pinned commit hash, so a name always means the same bytes

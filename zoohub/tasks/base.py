@@ -91,7 +91,12 @@ def on_own_backend(method):
 
 
 class Task:
-    """Base class of task models; use a subclass such as `zoohub.Backbone`."""
+    """Base class of task models; use a subclass such as `zoohub.Backbone`.
+
+    >>> import zoohub
+    >>> zoohub.TextClassifier.TASK, zoohub.CausalLM.TASK
+    ('text_classifier', 'causal_lm')
+    """
 
     TASK: ClassVar[str] = "backbone"
 

@@ -28,7 +28,13 @@ def _content(token) -> str | None:
 
 
 class Tokenizer:
-    """A `tokenizers.Tokenizer` plus the special tokens and limits of `tokenizer_config.json`."""
+    """A `tokenizers.Tokenizer` plus the special tokens and limits of `tokenizer_config.json`.
+
+    >>> from tokenizers import Tokenizer as Raw, models
+    >>> tok = Tokenizer(Raw(models.WordLevel({"[PAD]": 0, "hi": 1}, unk_token="[PAD]")), {"pad_token": "[PAD]"})
+    >>> tok.pad_token_id, tok.vocab_size
+    (0, 2)
+    """
 
     def __init__(self, backend: tokenizers.Tokenizer, config: dict | None = None):
         self.backend = backend
