@@ -54,3 +54,49 @@ def test_tensor_and_data_parallel_match_single_device():
     assert result["max_diff"] < 1e-5
     assert result["query_spec"] == ["model", None] and result["query_shard"] == [12, 48]
     assert result["down_spec"] == [None, "model"] and result["down_shard"] == [48, 20]
+
+
+FIT_SCRIPT = """
+    import json, pathlib, tempfile
+    import numpy as np
+    import jax
+    import zoohub
+    from zoohub.backbones import get_family
+    from zoohub.backend.sharding import make_mesh
+    from zoohub.presets.weights import write_weights
+
+    cfg = {"model_type": "bert", "architectures": ["BertForSequenceClassification"], "vocab_size": 96,
+           "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 80,
+           "max_position_embeddings": 16, "id2label": {"0": "a", "1": "b"}}
+    fam = get_family("bert"); c = fam.config_class.from_hf(cfg)
+    shapes = {f"bert.{k}": s for k, s in {**fam.shapes(c), **fam.optional_shapes(c)}.items()}
+    shapes.update(fam.heads["text_classifier"].shapes(c, 2))
+    rng = np.random.default_rng(0)
+    d = pathlib.Path(tempfile.mkdtemp())
+    write_weights({k: rng.normal(0, 0.3, size=s).astype(np.float32) for k, s in shapes.items()}, d)
+    (d / "config.json").write_text(json.dumps(cfg))
+    ids = rng.integers(1, 96, size=(32, 12)).astype(np.int32)
+    x = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    y = (ids[:, 1] > 48).astype(np.int64)
+    args = dict(epochs=2, batch_size=8, learning_rate=1e-3, shuffle=False, verbose=False, seed=3)
+    plain = zoohub.TextClassifier.from_preset(d)
+    h1 = plain.fit(x, y, **args)
+    sharded = zoohub.TextClassifier.from_preset(d, mesh=make_mesh(data=2, model=4))
+    h2 = sharded.fit(x, y, **args)
+    q = sharded.params["bert"]["encoder"]["layer"]["0"]["attention"]["self"]["query"]["weight"]
+    print(json.dumps({"plain": h1["step_loss"], "sharded": h2["step_loss"], "query_shard": list(q.addressable_shards[0].data.shape)}))
+"""
+
+
+def test_fit_on_a_mesh_matches_single_device_training():
+    import json
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "ZOOHUB_BACKEND": "jax"}
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(FIT_SCRIPT)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(result["plain"]) == 8
+    assert max(abs(a - b) for a, b in zip(result["plain"], result["sharded"])) < 1e-4
+    assert result["plain"][-1] < result["plain"][0]  # it learned
+    assert result["query_shard"] == [12, 48]  # still tensor-parallel after training

@@ -155,6 +155,8 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
     """
     import jax.numpy as jnp
 
+    from zoohub.backend.sharding import shard_batch
+
     ops(task.backend).require_training("fit")
     with using(task.backend):
         if epochs < 1 or batch_size < 1:
@@ -224,6 +226,8 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
                 return any(cb("step", logs) for cb in callbacks)
 
             for batch in train.batches(batch_size, epoch=epoch, seed=seed, shuffle=shuffle):
+                if task.mesh is not None:  # data parallel: rows split over the mesh's "data" axis
+                    batch = shard_batch(batch, task.mesh)
                 trainable, opt_state, result = train_step(trainable, opt_state, frozen, batch, jnp.int32(step))
                 step += 1
                 seen += int(batch["weights"].sum())
