@@ -100,3 +100,28 @@ def test_fit_on_a_mesh_matches_single_device_training():
     assert max(abs(a - b) for a, b in zip(result["plain"], result["sharded"])) < 1e-4
     assert result["plain"][-1] < result["plain"][0]  # it learned
     assert result["query_shard"] == [12, 48]  # still tensor-parallel after training
+
+
+GENERATE_SCRIPT = """
+    import sys, tempfile
+    sys.path.insert(0, {root!r})
+    from tests.decoder.conftest import _build
+    import zoohub
+    from zoohub.backend.sharding import make_mesh
+    path = _build("llama", tempfile.mkdtemp())
+    prompts = ["the cat sat", "a dog"]
+    a = zoohub.CausalLM.from_preset(path).generate(prompts, max_new_tokens=10)
+    b = zoohub.CausalLM.from_preset(path, mesh=make_mesh(data=2, model=4)).generate(prompts, max_new_tokens=10)
+    print(a == b and len(a[0]) > 0)
+"""
+
+
+def test_generation_on_a_mesh_matches_single_device():
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "ZOOHUB_BACKEND": "jax"}
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(GENERATE_SCRIPT.format(root=root))],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "True"
