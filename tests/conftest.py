@@ -21,3 +21,13 @@ def _restore_backend():
     before = backend._selected
     yield
     backend._selected = before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    """Share compiled programs between the tests' fresh models of the same shapes (an XLA compile is
+    seconds here, and compiles dominate the training and vision tests)."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

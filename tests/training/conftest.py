@@ -41,15 +41,6 @@ def sentiment_data(n: int, seed: int) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
-@pytest.fixture(scope="session", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """Share compiled train steps between the tests' fresh models (one XLA compile is ~5 s here)."""
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
 @pytest.fixture(scope="session")
 def bert_classifier_dir(tmp_path_factory):
     """A random BertForSequenceClassification (2 classes, named) with a WordPiece tokenizer."""

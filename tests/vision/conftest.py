@@ -8,15 +8,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def vision_compilation_cache(tmp_path_factory):
-    """Share compiled steps between fresh models of the same shapes (compiles dominate these tests)."""
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache_vision")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
 @pytest.fixture(scope="session")
 def vit_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("vit")
