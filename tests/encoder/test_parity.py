@@ -1,6 +1,9 @@
 """Encoder families and heads match transformers, on both backends, and round-trip through it."""
 from __future__ import annotations
 
+import copy
+import json
+
 import numpy as np
 import pytest
 
@@ -141,3 +144,26 @@ def test_classifier_without_id2label_gets_transformers_default(encoder_checkpoin
     shutil.copy(folder / "tokenizer.json", tmp_path)
     clf = zoohub.TextClassifier.from_preset(tmp_path)
     assert clf.labels == ["LABEL_0", "LABEL_1"] and not clf.load_report.new_tensors
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_bfloat16_checkpoints_keep_their_dtype_and_round_trip(encoder_checkpoints, backend, tmp_path):
+    import torch
+
+    folder, ref_model, tokenizer = encoder_checkpoints[("bert", "text_classifier")]
+    bf16_dir = tmp_path / "bf16"
+    copy.deepcopy(ref_model).to(torch.bfloat16).save_pretrained(bf16_dir)  # the fixture's model stays float32
+    tokenizer.save_pretrained(bf16_dir)
+    with using(backend):
+        model = zoohub.TextClassifier.from_preset(bf16_dir)
+        as_f32 = zoohub.TextClassifier.from_preset(bf16_dir, dtype="float32")
+    leaf = model.params["bert"]["embeddings"]["word_embeddings"]["weight"]
+    assert str(leaf.dtype) == "bfloat16" and str(as_f32.params["classifier"]["weight"].dtype) == "float32"
+    # the bf16 weights upcast exactly, so the float32 copy matches transformers' float32 run of them
+    reloaded = transformers.BertForSequenceClassification.from_pretrained(bf16_dir, dtype=torch.float32).eval()
+    ref, _ = reference_outputs(reloaded, tokenizer, TEXTS, task="text_classifier")
+    np.testing.assert_allclose(as_f32.logits(TEXTS), ref, atol=1e-4)
+    # bf16 compute (norms and softmax in float32) stays within bfloat16 precision of it
+    np.testing.assert_allclose(model.logits(TEXTS).astype(np.float32), ref, atol=0.1 * max(1.0, np.abs(ref).max()))
+    out = model.save_to_preset(tmp_path / "saved")
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
