@@ -21,13 +21,14 @@ _ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0":
 _MAX_HEADER = 100 << 20
 
 
-def safetensors_header(path: Path) -> dict:
-    """The tensor table of a safetensors file, after checking that the offsets tile the data exactly."""
+def read_safetensors_header(path: Path) -> tuple[dict, int]:
+    """(tensor table, byte offset where tensor data starts) of a safetensors file, after checking that
+    the offsets tile the data exactly. The one header parser: loading and upload checks both use it."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise CorruptFileError(f"{path} is too short to be safetensors; re-save it")
+            raise CorruptFileError(f"{path} is too short to be safetensors (truncated?); re-save it")
         (length,) = struct.unpack("<Q", raw)
         if length > min(_MAX_HEADER, size - 8):
             raise CorruptFileError(f"{path} has a header length of {length} bytes, beyond the file; "
@@ -35,7 +36,7 @@ def safetensors_header(path: Path) -> dict:
         try:
             header = json.loads(f.read(length))
         except ValueError:
-            raise CorruptFileError(f"{path} has an unreadable safetensors header; re-save it") from None
+            raise CorruptFileError(f"{path}: the safetensors header is not valid JSON; re-save it") from None
     header.pop("__metadata__", None)
     data_size, end = size - 8 - length, 0
     for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
@@ -50,7 +51,12 @@ def safetensors_header(path: Path) -> dict:
     if end != data_size:
         raise CorruptFileError(f"{path} holds {data_size} bytes of tensor data but its header describes "
                                f"{end}; the file is truncated or padded. Re-save it")
-    return header
+    return header, 8 + length
+
+
+def safetensors_header(path: Path) -> dict:
+    """The tensor table of a safetensors file (see `read_safetensors_header`)."""
+    return read_safetensors_header(path)[0]
 
 
 def validate_folder(folder: str | os.PathLike) -> list[str]:
@@ -75,7 +81,7 @@ def validate_folder(folder: str | os.PathLike) -> list[str]:
         except Exception as e:
             raise CorruptFileError(f"{folder / 'tokenizer.json'} does not load with `tokenizers` ({e}); "
                                    "re-save the tokenizer") from None
-    _check_manifest(folder)
+    check_manifest(folder)
     return names
 
 
@@ -120,7 +126,8 @@ def _check_weights(folder: Path, names: list[str]) -> None:
         raise MissingFileError(f"{folder} has no weights: expected {WEIGHTS}, or {INDEX} with its shards")
 
 
-def _check_manifest(folder: Path) -> None:
+def check_manifest(folder: Path) -> None:
+    """Every file listed in zoohub.json has its recorded size and sha256."""
     path = folder / "zoohub.json"
     if not path.is_file():
         return

@@ -66,15 +66,9 @@ def file_manifest(folder: Path) -> dict[str, dict]:
 
 def verify_manifest(folder: Path) -> None:
     """Check every file listed in zoohub.json (size, then sha256)."""
-    meta = read_json(folder, ZOOHUB_FILE) or {}
-    for rel, info in (meta.get("files") or {}).items():
-        path = folder / rel
-        if not path.is_file():
-            raise MissingFileError(f"{path} is listed in {ZOOHUB_FILE} but missing")
-        if path.stat().st_size != info["size"] or sha256_file(path) != info["sha256"]:
-            raise CorruptFileError(
-                f"{path} does not match the sha256/size recorded in {ZOOHUB_FILE}; re-download or re-save it"
-            )
+    from zoohub.hub.validate import check_manifest
+
+    check_manifest(folder)
 
 
 def save_preset_folder(target: Path, fill: Callable[[Path], None], *, metadata: dict) -> Path:

@@ -1,6 +1,6 @@
 """Safetensors weights: memory-mapped reading (no copies), sharded writing, pickle refusal.
 
-Reading parses the 8-byte length + JSON header itself and hands out views of one mmap:
+Reading checks the 8-byte length + JSON header (with the hub's validator) and hands out views of one mmap:
 `safetensors.numpy.load_file` copies every tensor (~0.45 s for 538 MB here). Writing uses
 the `safetensors` library.
 
@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import mmap
-import struct
 from collections.abc import Mapping
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 from safetensors.numpy import save_file
+
+from zoohub.hub.validate import read_safetensors_header
 
 from zoohub.errors import CorruptFileError, MissingFileError, UnsafeFormatError
 
@@ -57,46 +58,21 @@ def weight_files(folder: Path) -> list[Path]:
     raise MissingFileError(f"{folder}: no {SINGLE_FILE} or {INDEX_FILE}; a preset needs safetensors weights")
 
 
-def _read_header(path: Path, buf) -> tuple[dict, int]:
-    size = len(buf)
-    if size < 8:
-        raise CorruptFileError(f"{path}: {size} bytes is too short for a safetensors file (truncated?)")
-    (header_len,) = struct.unpack("<Q", buf[:8])
-    if 8 + header_len > size:
-        raise CorruptFileError(f"{path}: header says {header_len} bytes but the file has {size} (truncated?)")
-    try:
-        header = json.loads(bytes(buf[8 : 8 + header_len]))
-    except ValueError:
-        raise CorruptFileError(f"{path}: the safetensors header is not valid JSON (corrupt file)") from None
-    return header, 8 + header_len
-
-
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """Tensors of one file as read-only views of a memory map: nothing is copied."""
     if not path.is_file():
         raise MissingFileError(f"weights file {path} is missing")
+    header, start = read_safetensors_header(path)  # checks the offsets tile the data exactly
     with open(path, "rb") as f:
-        if path.stat().st_size == 0:
-            raise CorruptFileError(f"{path} is empty")
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    header, start = _read_header(path, buf)
-    data_len = len(buf) - start
     out = {}
     for name, info in header.items():
-        if name == "__metadata__":
-            continue
         dtype = _DTYPES.get(info.get("dtype"))
         if dtype is None:
             raise CorruptFileError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
-        begin, end = info["data_offsets"]
         shape = tuple(info["shape"])
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        if end > data_len or end - begin != nbytes:
-            raise CorruptFileError(
-                f"{path}: tensor {name!r} needs bytes {begin}..{end} of {data_len} (truncated or corrupt file)"
-            )
-        out[name] = np.frombuffer(buf, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize,
-                                  offset=start + begin).reshape(shape)
+        count = int(np.prod(shape, dtype=np.int64))
+        out[name] = np.frombuffer(buf, dtype=dtype, count=count, offset=start + info["data_offsets"][0]).reshape(shape)
     return out
 
 
