@@ -14,6 +14,7 @@ from zoohub.errors import InputError, MissingFileError
 from zoohub.tasks.base import Task, on_own_backend
 from zoohub.tasks.chat import find_chat_template, render_chat
 from zoohub.tasks.generation import GenerationSettings, cut_at_stop, decode_numpy, stream_text, trim_row
+from zoohub.tasks.probabilities import log_softmax
 from zoohub.tasks.text_task import as_text_list
 from zoohub.tasks.tokenizer import Tokenizer, pad_batch
 
@@ -111,9 +112,7 @@ class CausalLM(Task):
     def score(self, x) -> list[np.ndarray]:
         """Per text, the log-probability of each token given those before it ([n - 1] for n tokens)."""
         inputs = self._inputs(x, left=False)
-        z = self.logits(inputs).astype(np.float64)
-        logp = z - z.max(-1, keepdims=True)
-        logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+        logp = log_softmax(self.logits(inputs), dtype=np.float64)
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         picked = np.take_along_axis(logp[:, :-1], ids[:, 1:, None].astype(np.int64), -1)[..., 0]
         return [picked[i, : int(mask[i].sum()) - 1].astype(np.float32) for i in range(len(ids))]

@@ -9,14 +9,9 @@ import numpy as np
 
 from zoohub.backend import ops
 from zoohub.tasks.generation import GenerationSettings, cache_layout, embedding_name, empty_cache, model_step, trim_row
+from zoohub.tasks.probabilities import log_softmax
 
 _NEG = -1.0e9
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float32)
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
 def _topk(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +81,7 @@ def beam_search(task, params, ids: np.ndarray, mask: np.ndarray, s: GenerationSe
     g = 0
     while True:
         vocab = logits.shape[-1]
-        log_probs = _log_softmax(logits).reshape(b, nb, vocab) + running_scores[:, :, None]
+        log_probs = log_softmax(logits).reshape(b, nb, vocab) + running_scores[:, :, None]
         top_scores, top_idx = _topk(log_probs.reshape(b, nb * vocab), keep)
         beam, tok = top_idx // vocab, top_idx % vocab
         top_seqs = _gather(running, beam)

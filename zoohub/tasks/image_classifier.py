@@ -11,14 +11,10 @@ from zoohub.errors import InputError
 from zoohub.tasks.base import Task
 from zoohub.tasks.image_preprocessor import ImagePreprocessor
 from zoohub.tasks.labels import LabelledHead
+from zoohub.tasks.probabilities import softmax
 from zoohub.tasks.tokenizer import bucket_length
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 def image_preprocessor(task: Task) -> ImagePreprocessor:
@@ -103,7 +99,7 @@ class ImageClassifier(LabelledHead, Task):
 
     def predict(self, images) -> np.ndarray:
         """Class probabilities [N, num_classes]."""
-        return _softmax(self.logits(images).astype(np.float32))
+        return softmax(self.logits(images))
 
     def top_k(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
         """The k most likely (label, probability) pairs per image, best first, named by id2label."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoohub.errors import InputError
+from zoohub.tasks.probabilities import softmax
 from zoohub.tasks.text_task import TextTask
 
 
@@ -38,9 +39,7 @@ class MaskedLM(TextTask):
         for row, ids in zip(logits, inputs["input_ids"]):
             found = []
             for pos in np.flatnonzero(ids == mask_id):
-                z = row[pos].astype(np.float64)
-                p = np.exp(z - z.max())
-                p /= p.sum()
+                p = softmax(row[pos], dtype=np.float64)
                 best = np.argsort(-p)[:top_k]
                 found.append([(self.tokenizer.id_to_token(int(i)), float(p[i])) for i in best])
             results.append(found)

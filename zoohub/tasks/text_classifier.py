@@ -4,12 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from zoohub.tasks.labels import LabelledHead
+from zoohub.tasks.probabilities import softmax
 from zoohub.tasks.text_task import TextTask
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 class TextClassifier(LabelledHead, TextTask):
@@ -41,7 +37,7 @@ class TextClassifier(LabelledHead, TextTask):
 
     def predict(self, x, pairs=None) -> np.ndarray:
         """Class probabilities [B, num_classes] for texts, text pairs, or token-id dicts."""
-        return _softmax(self.logits(x, pairs).astype(np.float32))
+        return softmax(self.logits(x, pairs))
 
     def classify(self, x, pairs=None) -> list[str]:
         """The most likely label name per input."""

@@ -23,6 +23,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from zoohub.errors import CorruptFileError, InputError
+from zoohub.hub.local import swap_into_place
 from zoohub.presets.weights import read_weights
 
 LATEST = "latest.json"
@@ -40,12 +41,7 @@ def _atomic_dir(target: Path, fill) -> None:
     tmp.mkdir(parents=True)
     try:
         fill(tmp)
-        for path in tmp.iterdir():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(tmp, target)
+        swap_into_place(tmp, target)  # the old folder is replaced by a rename, never deleted first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
