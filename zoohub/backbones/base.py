@@ -129,6 +129,9 @@ class Family:
     max_length: Callable[[Any], int | None] = lambda config: getattr(config, "max_position_embeddings", None)
     """config -> longest sequence the position table allows (None: no limit)."""
     input_kind: str = "text"
+    """"text" or "image": what `Backbone.predict` accepts."""
+    token_types: bool = False
+    """The tokenizer's segment ids feed the model (`token_type_ids`, BERT's sentence A/B embeddings)."""
 
     def is_ignored(self, name: str, head: Head | None = None) -> bool:
         patterns = self.ignored + (head.ignored if head else ())

@@ -233,6 +233,7 @@ def _family(model_type: str, config_class, prefix: str, arch: str) -> Family:
         model_type=model_type, config_class=config_class, prefix=prefix, base_architecture=f"{arch}Model",
         forward=forward, shapes=shapes, optional_shapes=pooler_shapes,
         heads={"text_classifier": classifier, "masked_lm": masked_lm},
+        token_types=is_bert,  # RoBERTa has one segment; its tokenizers return no token_type_ids
         # RoBERTa's first pad_token_id + 1 rows are never used by real tokens.
         max_length=(lambda c: c.max_position_embeddings) if is_bert
         else (lambda c: c.max_position_embeddings - (c.pad_token_id or 0) - 1),

@@ -62,7 +62,7 @@ class TextTask(Task):
         length = max(len(s) for s in ids)
         input_ids, mask = pad_batch(ids, length=length, pad_id=self.tokenizer.pad_token_id)
         out = {"input_ids": input_ids, "attention_mask": mask}
-        if self.family.model_type in ("bert",):
+        if self.family.token_types:
             out["token_type_ids"], _ = pad_batch(types, length=length, pad_id=0)
         return out
 
