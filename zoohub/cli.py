@@ -219,14 +219,15 @@ def finetune(preset: str, train: tuple[list[str], list[str]], validation=None, *
     """Fine-tune a TextClassifier on string labels; returns (classifier, history)."""
     import zoohub
 
+    from zoohub.presets.folder import read_config
+    from zoohub.presets.resolve import resolve_preset
+
     texts, labels = train
-    try:  # keep the preset's own head when it already knows these labels
-        clf = zoohub.TextClassifier.from_preset(preset)
-        if not set(labels) <= set(clf.labels):
-            clf = None
-    except ZoohubError:
-        clf = None
-    if clf is None:
+    # Keep the preset's own head when it already knows these labels (decided from config.json alone).
+    saved = zoohub.TextClassifier.saved_labels(read_config(resolve_preset(preset))) or {}
+    if set(labels) <= set(saved.values()):
+        clf = zoohub.TextClassifier.from_preset(preset, seed=seed)
+    else:
         names = sorted(set(labels))
         clf = zoohub.TextClassifier.from_preset(preset, num_classes=len(names), labels=names, seed=seed)
     y = label_ids(labels, clf.labels, "training data")

@@ -17,12 +17,17 @@ class LabelledHead:
         return any(a.endswith(cls.HEAD_SUFFIX) for a in hf.get("architectures") or [])
 
     @classmethod
+    def saved_labels(cls, hf: dict) -> dict | None:
+        """config.json's id2label when the checkpoint has this task's head, else None."""
+        if not cls._has_head(hf):
+            return None
+        return hf.get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}  # transformers 5 omits its default 2
+
+    @classmethod
     def _adjust_config(cls, hf: dict, *, num_labels=None, num_classes=None, labels=None, **options) -> dict:
         """Set id2label/label2id: the saved ones, or new ones for `num_classes` / `labels`."""
         hf = dict(hf)
-        saved = hf.get("id2label") if cls._has_head(hf) else None
-        if cls._has_head(hf) and not saved:
-            saved = {"0": "LABEL_0", "1": "LABEL_1"}  # transformers 5 omits its default num_labels=2
+        saved = cls.saved_labels(hf)
         n = num_classes or (len(labels) if labels else None) or (len(saved) if saved else None)
         if n is None:
             raise UnsupportedConfigError(
