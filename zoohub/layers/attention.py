@@ -30,14 +30,14 @@ def attention(q, k, v, *, scale: float, mask=None, softcap: float | None = None)
     # Batched matmuls rather than einsum: numpy's einsum does not call BLAS.
     qg = q.reshape(b, t, kv_heads, groups, h).transpose(0, 2, 3, 1, 4)          # BKGTH
     kt = k.transpose(0, 2, 3, 1)[:, :, None]                                     # BK1HS
-    scores = xp.matmul(qg, kt).astype(xp.float32) * scale                        # BKGTS
+    scores = xp.matmul(qg, kt).astype(xp.float32, copy=False) * scale           # BKGTS
     if softcap is not None:
         scores = xp.tanh(scores / softcap) * softcap
     if mask is not None:
         scores = xp.where(mask[:, :, None], scores, _MASKED)  # [B,1,T,S] -> [B,1,1,T,S]
     scores = scores - scores.max(-1, keepdims=True)
     weights = xp.exp(scores)
-    weights = (weights / weights.sum(-1, keepdims=True)).astype(v.dtype)
+    weights = (weights / weights.sum(-1, keepdims=True)).astype(v.dtype, copy=False)
     out = xp.matmul(weights, v.transpose(0, 2, 1, 3)[:, :, None])                # BKGTH
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 

@@ -37,14 +37,13 @@ def embedding(params: Mapping, ids):
 def layer_norm(params: Mapping, x, *, eps: float):
     """LayerNorm computed in float32, cast back to the input dtype."""
     xp = ops().xp
-    x32 = x.astype(xp.float32)
-    mean = x32.mean(-1, keepdims=True)
-    var = xp.square(x32 - mean).mean(-1, keepdims=True)
-    y = (x32 - mean) / xp.sqrt(var + eps)
-    y = y * params["weight"].astype(xp.float32)
+    x32 = x.astype(xp.float32, copy=False)  # copy=False: numpy's astype copies even to the same dtype
+    centered = x32 - x32.mean(-1, keepdims=True)
+    y = centered / xp.sqrt(xp.square(centered).mean(-1, keepdims=True) + eps)
+    y = y * params["weight"].astype(xp.float32, copy=False)
     if params.get("bias") is not None:
-        y = y + params["bias"].astype(xp.float32)
-    return y.astype(x.dtype)
+        y = y + params["bias"].astype(xp.float32, copy=False)
+    return y.astype(x.dtype, copy=False)
 
 
 def rms_norm(params: Mapping, x, *, eps: float, offset: float = 0.0, scale_dtype_first: bool = False):
@@ -54,12 +53,12 @@ def rms_norm(params: Mapping, x, *, eps: float, offset: float = 0.0, scale_dtype
     float32 first (`scale_dtype_first=True`). Identical in float32, different in bfloat16.
     """
     xp = ops().xp
-    x32 = x.astype(xp.float32)
+    x32 = x.astype(xp.float32, copy=False)
     y = x32 * (1.0 / xp.sqrt(xp.square(x32).mean(-1, keepdims=True) + eps))
     w = params["weight"]
     if scale_dtype_first:
-        return (y * (offset + w.astype(xp.float32))).astype(x.dtype)
-    return (offset + w) * y.astype(x.dtype) if offset else w * y.astype(x.dtype)
+        return (y * (offset + w.astype(xp.float32, copy=False))).astype(x.dtype, copy=False)
+    return (offset + w) * y.astype(x.dtype, copy=False) if offset else w * y.astype(x.dtype, copy=False)
 
 
 def _gelu_erf(x):
