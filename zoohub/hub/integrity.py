@@ -9,10 +9,11 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoohub.errors import IntegrityError
+from zoohub.errors import CorruptFileError, IntegrityError, MissingFileError
 from zoohub.hub import env
 
 _CHUNK = 1 << 22
@@ -110,17 +111,37 @@ def check(path: Path, name: str, where: str, *, sha256: str | None = None, git_s
     return found
 
 
-def check_manifest(folder: Path, names: list[str], where: str) -> None:
-    """Check fetched files against zoohub.json's {"files": {path: {"size", "sha256"}}}, when present."""
-    manifest_path = folder / "zoohub.json"
-    if not manifest_path.is_file():
+def check_manifest(folder: Path, names: Collection[str] | None = None, where: str | None = None) -> None:
+    """Check files against zoohub.json's {"files": {path: {"size", "sha256"}}}, when the folder has one.
+
+    Args:
+        folder: the preset folder holding zoohub.json.
+        names: the files to check (those just fetched; files the manifest does not list pass). None
+            checks every listed file, which must then exist.
+        where: the hub the files came from. A mismatch is then an IntegrityError and the caller deletes
+            the bad cache entry; without `where` the folder is local and a mismatch means a file was
+            edited after saving (CorruptFileError).
+    """
+    path = folder / "zoohub.json"
+    if not path.is_file():
         return
     try:
-        files = json.loads(manifest_path.read_text()).get("files") or {}
-    except ValueError:
+        files = json.loads(path.read_text()).get("files") or {}
+    except ValueError as e:
+        if where is None:
+            raise CorruptFileError(f"{path} is not valid JSON ({e})") from None
         raise IntegrityError(f"zoohub.json from {where} is not valid JSON; re-upload the preset") from None
-    for name in names:
-        info = files.get(name)
-        if isinstance(info, dict) and (folder / name).is_file():
-            check(folder / name, name, where, sha256=info.get("sha256"), size=info.get("size"),
+    for name in files if names is None else names:
+        target, info = folder / name, files.get(name)
+        if not target.is_file():
+            if names is None:
+                raise MissingFileError(f"{target} is listed in zoohub.json but missing; re-save the preset")
+            continue
+        if not isinstance(info, dict):
+            continue
+        if where is not None:
+            check(target, name, where, sha256=info.get("sha256"), size=info.get("size"),
                   source="its zoohub.json manifest")
+        elif target.stat().st_size != info.get("size") or compute(target).sha256 != info.get("sha256"):
+            raise CorruptFileError(f"{target} does not match the size/sha256 in zoohub.json: it changed after "
+                                   "saving. Re-save the preset with save_to_preset")

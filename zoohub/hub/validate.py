@@ -81,7 +81,7 @@ def validate_folder(folder: str | os.PathLike) -> list[str]:
         except Exception as e:
             raise CorruptFileError(f"{folder / 'tokenizer.json'} does not load with `tokenizers` ({e}); "
                                    "re-save the tokenizer") from None
-    check_manifest(folder)
+    integrity.check_manifest(folder)
     return names
 
 
@@ -124,21 +124,3 @@ def _check_weights(folder: Path, names: list[str]) -> None:
         return
     if ADAPTER_WEIGHTS not in names:
         raise MissingFileError(f"{folder} has no weights: expected {WEIGHTS}, or {INDEX} with its shards")
-
-
-def check_manifest(folder: Path) -> None:
-    """Every file listed in zoohub.json has its recorded size and sha256."""
-    path = folder / "zoohub.json"
-    if not path.is_file():
-        return
-    try:
-        files = json.loads(path.read_text()).get("files") or {}
-    except ValueError as e:
-        raise CorruptFileError(f"{path} is not valid JSON ({e})") from None
-    for name, info in files.items():
-        target = folder / name
-        if not target.is_file():
-            raise MissingFileError(f"{target} is listed in zoohub.json but missing; re-save the preset")
-        if target.stat().st_size != info.get("size") or integrity.compute(target).sha256 != info.get("sha256"):
-            raise CorruptFileError(f"{target} does not match the size/sha256 in zoohub.json: it changed after "
-                                   "saving. Re-save the preset with save_to_preset")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from zoohub.errors import CorruptFileError, MissingFileError
+from zoohub.hub.integrity import check_manifest
 from zoohub.hub.local import swap_into_place
 
 ZOOHUB_FILE = "zoohub.json"
@@ -66,8 +67,6 @@ def file_manifest(folder: Path) -> dict[str, dict]:
 
 def verify_manifest(folder: Path) -> None:
     """Check every file listed in zoohub.json (size, then sha256)."""
-    from zoohub.hub.validate import check_manifest
-
     check_manifest(folder)
 
 
