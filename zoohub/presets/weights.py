@@ -22,13 +22,9 @@ import ml_dtypes
 import numpy as np
 from safetensors.numpy import save_file
 
-from zoohub.hub.validate import read_safetensors_header
-
 from zoohub.errors import CorruptFileError, MissingFileError, UnsafeFormatError
-
-SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+from zoohub.hub.files import INDEX, WEIGHTS, is_pickle
+from zoohub.hub.validate import read_safetensors_header
 
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
@@ -39,23 +35,23 @@ _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 def weight_files(folder: Path) -> list[Path]:
     """The safetensors files of a preset folder, refusing pickles with a clear error."""
-    index = folder / INDEX_FILE
+    index = folder / INDEX
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (ValueError, KeyError) as e:
             raise CorruptFileError(f"{index}: not a valid safetensors index ({e}); re-download or re-save it") from None
         return [folder / name for name in sorted(set(weight_map.values()))]
-    if (folder / SINGLE_FILE).is_file():
-        return [folder / SINGLE_FILE]
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if (folder / WEIGHTS).is_file():
+        return [folder / WEIGHTS]
+    pickles = sorted(p.name for p in folder.iterdir() if is_pickle(p.name))
     if pickles:
         raise UnsafeFormatError(
             f"{folder} has only pickled weights ({', '.join(pickles)}); zoohub never unpickles files "
             "because that can run code. Convert to safetensors first, e.g. with transformers: "
             "AutoModel.from_pretrained(folder).save_pretrained(folder) (writes model.safetensors)"
         )
-    raise MissingFileError(f"{folder}: no {SINGLE_FILE} or {INDEX_FILE}; a preset needs safetensors weights")
+    raise MissingFileError(f"{folder}: no {WEIGHTS} or {INDEX}; a preset needs safetensors weights")
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -84,7 +80,7 @@ def read_weights(folder: Path) -> dict[str, np.ndarray]:
             if name in tensors:
                 raise CorruptFileError(f"tensor {name!r} appears in two shards ({path.name} and another)")
             tensors[name] = arr
-    index = folder / INDEX_FILE
+    index = folder / INDEX
     if index.is_file():
         expected = set(json.loads(index.read_text())["weight_map"])
         if expected != set(tensors):
@@ -113,16 +109,16 @@ def write_weights(tensors: Mapping[str, np.ndarray], folder: Path, *, max_shard_
         shards[-1][name] = tensors[name]
         size += tensors[name].nbytes
     if len(shards) == 1:
-        _write_file(folder / SINGLE_FILE, shards[0])
-        return [SINGLE_FILE]
+        _write_file(folder / WEIGHTS, shards[0])
+        return [WEIGHTS]
     names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     weight_map = {}
     for name, shard in zip(names, shards):
         _write_file(folder / name, shard)
         weight_map.update({k: name for k in shard})
     total = sum(v.nbytes for v in tensors.values())
-    (folder / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    return names + [INDEX_FILE]
+    (folder / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return names + [INDEX]
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict:
