@@ -1,7 +1,7 @@
 """Local folders: file:// and plain paths, and the embedded hub of local:// handles.
 
-Writes are atomic: a new version is assembled in a temp folder beside the target and renamed
-into place, so a reader sees the old version or the new one, never a mix.
+Writes are atomic (`write_folder`): a new version is assembled in a temp folder beside the target and
+renamed into place, so a reader sees the old version or the new one, never a mix.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import filecmp
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from zoohub.errors import PresetNotFoundError, close_matches
@@ -63,42 +63,76 @@ def _same(target: Path, source: Path, extra: Mapping[str, bytes]) -> bool:
 
 
 def publish(source: Path, target: Path, extra: Mapping[str, bytes] | None = None) -> bool:
-    """Make `target` a copy of `source`'s visible files plus `extra` {name: bytes}; False when it already was.
-
-    The copy is built beside the target and swapped in with renames.
-    """
+    """Make `target` a copy of `source`'s visible files plus `extra` {name: bytes}; False when it already was."""
     extra = dict(extra or {})
     target = target.absolute()
     if _same(target, source, extra):
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+
+    def fill(tmp: Path) -> None:
         for name in visible_files(source):
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / name, tmp / name)
         for name, data in extra.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)
-        swap_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder(target, fill)
     return True
 
 
-def swap_into_place(tmp: Path, target: Path) -> None:
-    """Make the fully written folder `tmp` become `target`: fsync, then renames, so a reader (or a
-    crash) sees the old folder or the new one, never a mix."""
-    for path in tmp.rglob("*"):  # data on disk before the rename makes it visible
+def write_folder(target: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+    """Write the folder `target` atomically; the one writer of preset, checkpoint and hub folders.
+
+    `fill(tmp)` writes the files into a temp folder beside `target` (same filesystem, so renames are
+    atomic); they are synced to disk, then renamed into place. A reader, or a crash, sees the old
+    folder or the new one, never a mix; the old one is deleted only once the new one is in place.
+    On any exception (KeyboardInterrupt too) the temp folder is removed and `target` is left as it was.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "out"
+        >>> _ = write_folder(target, lambda tmp: (tmp / "a.txt").write_text("new"))
+        >>> (target / "a.txt").read_text()
+        'new'
+    """
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _beside(target, "tmp")
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        _sync_files(tmp)
+        _swap(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _beside(target: Path, kind: str) -> Path:
+    # Hidden, so visible_files and listings skip it; unique, so concurrent writers never collide.
+    return target.parent / f".{target.name}.{kind}-{uuid.uuid4().hex[:8]}"
+
+
+def _sync_files(folder: Path) -> None:
+    """Data on disk before a rename makes it visible."""
+    for path in folder.rglob("*"):
         if path.is_file():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(target, old)
+
+
+def _swap(tmp: Path, target: Path) -> None:
+    """Rename `tmp` to `target`; an existing `target` is first renamed aside, and put back if that fails."""
+    if not target.exists():
         os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
+        return
+    old = _beside(target, "old")
+    os.rename(target, old)
+    try:
         os.rename(tmp, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

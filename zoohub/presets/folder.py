@@ -1,4 +1,5 @@
-"""Preset folders: config and metadata reading, and atomic saving with a file manifest.
+"""Preset folders: config and metadata reading, atomic saving with a file manifest, and the atomic
+folder writer (`write_folder`) that training checkpoints use too.
 
     >>> import tempfile, pathlib, json
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "p"
@@ -12,14 +13,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from zoohub.errors import CorruptFileError, MissingFileError
 from zoohub.hub.integrity import check_manifest
-from zoohub.hub.local import swap_into_place
+from zoohub.hub.local import write_folder  # the one atomic folder writer; tasks reach it here
 
 ZOOHUB_FILE = "zoohub.json"
 
@@ -71,16 +70,12 @@ def verify_manifest(folder: Path) -> None:
 
 
 def save_preset_folder(target: Path, fill: Callable[[Path], None], *, metadata: dict) -> Path:
-    """Write a preset atomically: `fill(tmp)` writes the files into a temp folder beside `target`,
-    zoohub.json (metadata + manifest) is added, then the folder is renamed into place.
+    """Write a preset atomically (`write_folder`): `fill(tmp)` writes the files into a temp folder beside
+    `target`, zoohub.json (metadata + manifest) is added, then the folder is renamed into place.
 
-    An interrupted save leaves the previous preset intact (at worst a stray `.tmp` folder).
+    An interrupted save leaves the previous preset intact (at worst, after a hard kill, a stray `.tmp` folder).
     """
-    target = Path(target).expanduser().absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    def fill_with_manifest(tmp: Path) -> None:
         fill(tmp)
         from zoohub import __version__
 
@@ -91,8 +86,5 @@ def save_preset_folder(target: Path, fill: Callable[[Path], None], *, metadata: 
             "files": file_manifest(tmp),
         }
         (tmp / ZOOHUB_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        swap_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+
+    return write_folder(Path(target).expanduser(), fill_with_manifest)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from zoohub.errors import CorruptFileError, InputError
-from zoohub.hub.local import swap_into_place
+from zoohub.presets.folder import write_folder
 from zoohub.presets.weights import read_weights
 
 LATEST = "latest.json"
@@ -34,17 +33,6 @@ def _leaves_with_names(tree) -> tuple[list[str], list, object]:
 
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
     return [jax.tree_util.keystr(path) for path, _ in flat], [leaf for _, leaf in flat], treedef
-
-
-def _atomic_dir(target: Path, fill) -> None:
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        fill(tmp)
-        swap_into_place(tmp, target)  # the old folder is replaced by a rename, never deleted first
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_checkpoint(folder: Path, *, epoch: int, task, trainable: dict, opt_state, state: dict) -> Path:
@@ -69,7 +57,8 @@ def save_checkpoint(folder: Path, *, epoch: int, task, trainable: dict, opt_stat
                   "trainable": {k: list(v.shape) for k, v in host.items()}}
         (tmp / "state.json").write_text(json.dumps(record, indent=2) + "\n")
 
-    _atomic_dir(folder / f"{name}.state", fill)
+    write_folder(folder / f"{name}.state", fill)
+    # Both folders are complete: only now does latest.json move to them (os.replace is atomic).
     pointer = folder / f".{LATEST}.tmp-{uuid.uuid4().hex[:8]}"
     pointer.write_text(json.dumps({"epoch": epoch, "preset": name, "state": f"{name}.state"}) + "\n")
     os.replace(pointer, folder / LATEST)
