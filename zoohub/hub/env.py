@@ -7,6 +7,7 @@ import order.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -17,8 +18,25 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 XET_ENDPOINTS = ("https://huggingface.co", "https://hf.co")
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+log = logging.getLogger("zoohub")
+
+
+def flag(name: str) -> bool:
+    """An on/off environment variable: "1", "true", "yes", "on" (any case) mean on; "0", "false", "no",
+    "off", empty or unset mean off. Any other value is read as off (as huggingface_hub reads its own
+    flags) and logs a warning.
+
+    >>> os.environ["ZOOHUB_EXAMPLE_FLAG"] = "False"
+    >>> flag("ZOOHUB_EXAMPLE_FLAG")
+    False
+    >>> del os.environ["ZOOHUB_EXAMPLE_FLAG"]
+    """
+    value = os.environ.get(name, "").strip().lower()
+    if value not in _TRUE and value not in _FALSE:
+        log.warning("%s=%r is not one of 1/true/yes/on or 0/false/no/off; reading it as off", name, value)
+    return value in _TRUE
 
 
 def hf_endpoint() -> str:
@@ -48,7 +66,7 @@ def hf_token() -> str | None:
 
 def offline() -> bool:
     """HF_HUB_OFFLINE=1 or ZOOHUB_OFFLINE=1: never touch the network."""
-    return _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("ZOOHUB_OFFLINE"))
+    return flag("HF_HUB_OFFLINE") or flag("ZOOHUB_OFFLINE")
 
 
 def zoohub_home() -> Path:
@@ -61,12 +79,12 @@ def connect_timeout() -> float:
 
 
 def use_xet_for_upload(endpoint: str) -> bool:
-    return endpoint.rstrip("/") in XET_ENDPOINTS and not _truthy(os.environ.get("HF_HUB_DISABLE_XET"))
+    return endpoint.rstrip("/") in XET_ENDPOINTS and not flag("HF_HUB_DISABLE_XET")
 
 
 def quiet() -> bool:
-    """No progress bars when stderr is not a terminal or ZOOHUB_QUIET=1."""
-    if _truthy(os.environ.get("ZOOHUB_QUIET")):
+    """No progress bars when stderr is not a terminal or ZOOHUB_QUIET is on (see `flag`)."""
+    if flag("ZOOHUB_QUIET"):
         return True
     return not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from zoohub.backend import ops, using
 from zoohub.errors import InputError
+from zoohub.hub import env
 from zoohub.presets.weights import unflatten
 from zoohub.tasks.training.checkpoint import load_checkpoint, save_checkpoint
 from zoohub.tasks.training.data import LOSS_KEYS, Dataset, make_dataset
@@ -22,12 +23,6 @@ log = logging.getLogger("zoohub")
 # A callback gets (event, logs): event "step" (logs: epoch, step, loss) or "epoch" (logs: epoch and
 # the epoch's metrics). Returning True stops training after that step or epoch.
 Callback = Callable[[str, dict], "bool | None"]
-
-
-def _quiet(verbose: bool | None) -> bool:
-    if verbose is not None:
-        return not verbose
-    return os.environ.get("ZOOHUB_QUIET", "") not in ("", "0") or not sys.stderr.isatty()
 
 
 def _model_inputs(batch: dict) -> dict:
@@ -146,7 +141,7 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
         early_stopping: patience (epochs without improvement of val_loss) or a dict with `monitor`,
             `patience`, `mode`, `restore_best`.
         checkpoint_dir, resume: a preset + optimizer state per epoch; `resume=True` continues exactly.
-        verbose: progress bar; default on for a terminal unless ZOOHUB_QUIET=1.
+        verbose: progress bar; default on for a terminal unless ZOOHUB_QUIET is on (1/true/yes/on).
     Returns:
         {"loss": [...], "accuracy": [...], "val_loss": [...], ..., "step_loss": [...], "examples_per_second": [...]}
 
@@ -204,7 +199,7 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
                 start_epoch, step, history = state["epoch"], state["step"], state["history"]
                 best, waited = state.get("best"), state.get("waited", 0)
 
-        quiet = _quiet(verbose)
+        quiet = env.quiet() if verbose is None else not verbose
         stop = False
         for epoch in range(start_epoch, epochs):
             from tqdm.auto import tqdm
