@@ -33,9 +33,6 @@ class Backbone(TextTask):
             return {"image_size": [self.preprocessor.height, self.preprocessor.width]}
         return super().preprocessing_metadata()
 
-    def _outputs(self, params, inputs, rng=None):
-        return self.family.forward(params, self.config, inputs, rng=rng)
-
     def predict(self, x, pairs=None) -> np.ndarray:
         """Last hidden states: [B, T, D] for strings or token dicts (T = longest input), or
         [N, 1 + patches, D] for images (arrays, PIL images, paths or {"pixel_values"})."""

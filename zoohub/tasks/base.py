@@ -118,6 +118,15 @@ class Task:
     def head(self) -> Head | None:
         return None if self.TASK == "backbone" else self.family.heads[self.TASK]
 
+    def _outputs(self, params, inputs, rng=None):
+        """The pure function of the task: backbone hidden states, through the head when there is one.
+
+        The compiled forward and the training loss both call it; a task whose math differs overrides it."""
+        if self.head is None:
+            return self.family.forward(params, self.config, inputs, rng=rng)
+        hidden = self.family.forward(params[self.family.prefix], self.config, inputs, rng=rng)
+        return self.head.apply(params, self.config, hidden, inputs, rng=rng)
+
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
     def from_preset(cls, handle: str | os.PathLike, *, revision: str | None = None,

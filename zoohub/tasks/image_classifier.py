@@ -84,10 +84,6 @@ class ImageClassifier(LabelledHead, Task):
         """{"pixel_values": [N, C, H, W] float32} from images, or pass a dict with pixel_values through."""
         return pixel_inputs(self.preprocessor, images)
 
-    def _outputs(self, params, inputs, rng=None):
-        hidden = self.family.forward(params[self.family.prefix], self.config, inputs, rng=rng)
-        return self.head.apply(params, self.config, hidden, inputs, rng=rng)
-
     def logits(self, images) -> np.ndarray:
         """Raw logits [N, num_classes], in batches padded to bucket sizes so jax compiles few shapes."""
         pixels = self.preprocess(images)["pixel_values"]

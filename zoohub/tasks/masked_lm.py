@@ -20,10 +20,6 @@ class MaskedLM(TextTask):
 
     TASK = "masked_lm"
 
-    def _outputs(self, params, inputs, rng=None):
-        hidden = self.family.forward(params[self.family.prefix], self.config, inputs, rng=rng)
-        return self.head.apply(params, self.config, hidden, inputs, rng=rng)
-
     def predict(self, x, pairs=None) -> np.ndarray:
         """Vocabulary logits [B, T, V] (T = longest input)."""
         out, inputs = self._run(x, pairs)

@@ -27,10 +27,6 @@ class TextClassifier(LabelledHead, TextTask):
     def _configure(self, num_classes=None, labels=None, **options) -> None:
         super()._configure(**options)
 
-    def _outputs(self, params, inputs, rng=None):
-        hidden = self.family.forward(params[self.family.prefix], self.config, inputs, rng=rng)
-        return self.head.apply(params, self.config, hidden, inputs, rng=rng)
-
     def logits(self, x, pairs=None) -> np.ndarray:
         """Raw logits [B, num_classes]."""
         return self._run(x, pairs)[0]

@@ -38,8 +38,8 @@ class TextEmbedder(TextTask):
         self.normalize = normalize if normalize is not None else (has_normalize or not modules)
 
     def _outputs(self, params, inputs, rng=None):
-        hidden = self.family.forward(params, self.config, inputs, rng=rng)
-        return pool(hidden, inputs["attention_mask"], self.pooling)
+        """Pooled embeddings [B, D]: sentence-transformers pools the bare backbone's hidden states."""
+        return pool(super()._outputs(params, inputs, rng), inputs["attention_mask"], self.pooling)
 
     def predict(self, x, pairs=None) -> np.ndarray:
         """Embeddings [B, D] (float32), unit length when normalising."""

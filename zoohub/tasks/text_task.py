@@ -75,10 +75,6 @@ class TextTask(Task):
             return out
         return self.preprocess(x, pairs)
 
-    def _outputs(self, params, inputs, rng=None):
-        """The pure function of the task: subclasses return logits, embeddings, ..."""
-        raise NotImplementedError
-
     def _compiled_outputs(self):
         if "outputs" not in self._compiled:
             self._compiled["outputs"] = ops().jit(lambda params, inputs: self._outputs(params, inputs))
