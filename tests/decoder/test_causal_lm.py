@@ -179,7 +179,7 @@ def test_jax_prompts_in_one_bucket_do_not_recompile(lm):
     from zoohub.tasks.generation_jax import _programs
 
     lm.generate(["the cat", "a"], max_new_tokens=5)
-    prefill, decode, _ = _programs(lm)
+    prefill, decode = _programs(lm)
     sizes = prefill._cache_size(), decode._cache_size()
     lm.generate(["hello world, how are you", "a dog"], max_new_tokens=9)
     lm.generate(["once upon a time there was", "the"], max_new_tokens=12, seed=3)

@@ -1,7 +1,12 @@
-"""What a model family declares: its config class, backbone forward, tensor shapes and task heads.
+"""What a model family declares: everything zoohub knows about it, in one `Family` value.
 
-Families register themselves in `zoohub.backbones.FAMILY_MODULES` (model_type -> module); each
-module exposes `FAMILY` (or `FAMILIES` for several model_types sharing one file).
+A family module writes its config class (which transformers keys it handles, which it knowingly
+ignores), its backbone forward and tensor shapes, its task heads, where its token embeddings and
+layer list live, its LoRA and tensor-parallel defaults and its tiny test checkpoint. Tasks,
+generation, LoRA and sharding ask the family; they never test a `model_type` string.
+
+Families register in `zoohub.backbones.FAMILY_MODULES` (model_type -> module); each module
+exposes `FAMILIES` ({model_type: Family}).
 """
 from __future__ import annotations
 
@@ -14,52 +19,114 @@ from typing import Any, ClassVar
 import numpy as np
 
 from zoohub.errors import UnsupportedConfigError
+from zoohub.layers import get_path
 
-# Config keys that never change the math; everything else unknown is passed through on save.
-PASSTHROUGH_KEYS = frozenset({
+# Keys transformers writes into (or accepts from) any config.json that never change a forward pass:
+# bookkeeping, token ids, labels, output switches and the generation settings that 4.x configs carried.
+METADATA_KEYS = frozenset({
     "architectures", "model_type", "transformers_version", "dtype", "torch_dtype", "_name_or_path",
-    "id2label", "label2id", "bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id",
-    "decoder_start_token_id", "use_cache", "return_dict", "output_hidden_states", "output_attentions",
-    "problem_type", "finetuning_task", "gradient_checkpointing", "tie_word_embeddings",
+    "id2label", "label2id", "num_labels", "problem_type", "finetuning_task", "tokenizer_class", "prefix",
+    "task_specific_params", "bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "cls_token_id",
+    "mask_token_id", "unk_token_id", "decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id",
+    "use_cache", "return_dict", "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16",
+    "gradient_checkpointing", "chunk_size_feed_forward", "tf_legacy_loss", "_attn_implementation_autoset",
+    "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups",
+    "diversity_penalty", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty", "length_penalty",
+    "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences",
+    "output_scores", "return_dict_in_generate", "remove_invalid_values", "exponential_decay_length_penalty",
+    "suppress_tokens", "begin_suppress_tokens", "output_past", "cache_implementation",
+    # read by other libraries than transformers: transformers.js and sentence-transformers' cross-encoders
+    "transformers.js_config", "sentence_transformers", "sbert_ce_default_activation_function",
 })
+
+Check = tuple[Callable[[Any], bool], str]
+"""(predicate on a config value meaning "zoohub computes what transformers computes", what passes)."""
+
+_NO = (lambda v: not v, "false or absent")
+# Keys every config may carry that change the model; zoohub implements none of them.
+BASE_CHECKS: dict[str, Check] = {
+    "pruned_heads": (lambda v: not v, "{} (no pruned attention heads)"),
+    "is_encoder_decoder": _NO, "add_cross_attention": _NO, "tie_encoder_decoder": _NO,
+    "cross_attention_hidden_size": (lambda v: v is None, "null"),
+}
+
+
+def _unset(value) -> bool:
+    """A value an unknown key may have without meaning anything: null, false or empty."""
+    return value is None or value is False or (isinstance(value, (str, list, dict)) and not value)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Base for family configs. Field names are transformers' own config keys, so each
-    hyperparameter is written once and `from_hf`/`to_hf` are generic.
+    """Base of family configs. Field names are transformers' config keys, so each hyperparameter is
+    written once and `from_hf` / `to_hf` are generic.
 
-    Subclasses list, in `CHECKS`, config keys that change the math and which values this code
-    implements; any other value is rejected by name instead of silently ignored.
+    Reading is strict: a key is a field (handled), a metadata key (kept for saving), a checked key
+    (accepted only at values that do not change the math), or, with any other non-null value, an
+    error that names it. Saving writes back every key that was read.
 
     >>> from zoohub.backbones import get_family
-    >>> config = get_family("bert").config_class.from_hf({"vocab_size": 97, "hidden_size": 48,
-    ...     "num_hidden_layers": 2, "num_attention_heads": 3, "intermediate_size": 80, "_name_or_path": "x"})
-    >>> config.to_hf()["_name_or_path"]  # non-math keys pass through to the saved config.json
+    >>> config_class = get_family("bert").config_class
+    >>> config = config_class.from_hf({"vocab_size": 97, "hidden_size": 48, "num_hidden_layers": 2,
+    ...     "num_attention_heads": 3, "intermediate_size": 80, "_name_or_path": "x"})
+    >>> config.to_hf()["_name_or_path"]  # metadata passes through to the saved config.json
     'x'
+    >>> config_class.from_hf({**config.to_hf(), "relative_attention": True})
+    Traceback (most recent call last):
+    ...
+    zoohub.errors.UnsupportedConfigError: bert config has relative_attention=True, a key zoohub does not know; it may change the model's outputs, so it is not ignored (handled keys: ...)
     """
 
     MODEL_TYPE: ClassVar[str] = ""
-    # key -> (predicate on the value that says it is implemented, description of what is).
-    CHECKS: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
-    # Older transformers key -> our field name.
-    RENAMES: ClassVar[dict[str, str]] = {}
+    CHECKS: ClassVar[dict[str, Check]] = {}
+    """Keys this family reads only at values it implements; merged over the class hierarchy."""
+    IGNORED: ClassVar[frozenset[str]] = frozenset()
+    """Family keys that do not change the math (transformers ignores them too); merged over the hierarchy."""
+
+    tie_word_embeddings: bool = True  # transformers' default: heads listed in `Head.tied` reuse the embeddings
 
     extra: dict = field(default_factory=dict, compare=False, repr=False)
-    """Keys that do not change the math (ids, labels, dtype...), kept for saving."""
+    """Metadata and accepted checked keys, kept for saving."""
+
+    @classmethod
+    def checks(cls) -> dict[str, Check]:
+        """CHECKS over the class hierarchy; a subclass that makes a checked key a field implements it."""
+        fields, out = set(cls.handled_keys()), dict(BASE_CHECKS)
+        for klass in reversed(cls.__mro__):
+            declared = {f.name for f in dataclasses.fields(klass)} if dataclasses.is_dataclass(klass) else set()
+            for key, check in vars(klass).get("CHECKS", {}).items():
+                out[key] = check
+            for key in [k for k in out if k in fields and k not in declared]:
+                del out[key]
+        return out
+
+    @classmethod
+    def ignored_keys(cls) -> frozenset[str]:
+        return METADATA_KEYS.union(*(vars(k).get("IGNORED", ()) for k in cls.__mro__))
+
+    @classmethod
+    def handled_keys(cls) -> list[str]:
+        return sorted(f.name for f in dataclasses.fields(cls) if f.name != "extra")
 
     @classmethod
     def from_hf(cls, hf: Mapping) -> "ModelConfig":
-        hf = {cls.RENAMES.get(k, k): v for k, v in hf.items()}
-        for key, (ok, what) in cls.CHECKS.items():
-            if key in hf and not ok(hf[key]):
+        fields, checks, ignored = set(cls.handled_keys()), cls.checks(), cls.ignored_keys()
+        known, extra = {}, {}
+        for key, value in hf.items():
+            if key in checks:  # fields too: e.g. rope_parameters of a type not implemented
+                ok, what = checks[key]
+                if not ok(value):
+                    raise UnsupportedConfigError(
+                        f"{cls.MODEL_TYPE} config has {key}={value!r}, which zoohub does not implement "
+                        f"(supported: {what}); it changes the model's outputs, so it is not ignored")
+            if key in fields:
+                known[key] = value
+                continue
+            if key not in checks and key not in ignored and not _unset(value):
                 raise UnsupportedConfigError(
-                    f"{cls.MODEL_TYPE} config has {key}={hf[key]!r}, which zoohub does not implement "
-                    f"(supported: {what}); it changes the model's outputs, so it is not ignored"
-                )
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in hf.items() if k in names}
-        extra = {k: v for k, v in hf.items() if k not in names}
+                    f"{cls.MODEL_TYPE} config has {key}={value!r}, a key zoohub does not know; it may change "
+                    f"the model's outputs, so it is not ignored (handled keys: {', '.join(sorted(fields))})")
+            extra[key] = value
         try:
             return cls(**known, extra=extra)
         except TypeError as e:
@@ -67,7 +134,7 @@ class ModelConfig:
 
     def to_hf(self) -> dict:
         out = dict(self.extra)
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
+        out.update({name: getattr(self, name) for name in self.handled_keys()})
         out["model_type"] = self.MODEL_TYPE
         return out
 
@@ -80,8 +147,9 @@ class Head:
     """A task head with transformers' names, outside the backbone prefix.
 
     >>> from zoohub.backbones import get_family
-    >>> get_family("bert").heads["masked_lm"].tied
-    {'cls.predictions.decoder.weight': 'embeddings.word_embeddings.weight'}
+    >>> head = get_family("bert").heads["masked_lm"]
+    >>> head.architecture, head.tied
+    ('BertForMaskedLM', ('cls.predictions.decoder.weight',))
     """
 
     task: str
@@ -91,23 +159,61 @@ class Head:
     shapes: Callable[..., dict[str, tuple]]
     """(config, num_labels) -> {head tensor name: shape}."""
     apply: Callable[..., Any]
-    """(params, config, hidden, inputs) -> logits; params is the whole task tree."""
-    tied: Mapping[str, str] = field(default_factory=dict)
-    """head tensor -> backbone tensor it equals when the file leaves it out (tied embeddings)."""
+    """(params, config, hidden, inputs, *, rng) -> logits; params is the whole task tree, tied tensors filled in."""
+    tied: tuple[str, ...] = ()
+    """Head tensors that are the token embedding table when `config.tie_word_embeddings` (and the file leaves them out)."""
     backbone_extras: tuple[str, ...] = ()
-    """optional backbone tensors this head needs (BERT's pooler)."""
+    """Optional backbone tensors this head needs (BERT's pooler)."""
     ignored: tuple[str, ...] = ()
-    """regexes of stored head tensors that are aliases or buffers (never loaded)."""
+    """Regexes of stored head tensors that are aliases or buffers (never loaded)."""
+    tie_to: str = ""
+    """Set by `Family`: the embedding tensor (a task-params path) that `tied` tensors fall back to."""
+
+    def __call__(self, params: Mapping, config, hidden, inputs=None, *, rng=None):
+        """The head's outputs, with tied tensors the file left out read from the embeddings."""
+        for name in self.tied:
+            if get_path(params, name) is None:
+                params = set_path(params, name, get_path(params, self.tie_to))
+        return self.apply(params, config, hidden, inputs, rng=rng)
+
+
+def set_path(tree: Mapping, path: str, value) -> dict:
+    """A copy of `tree` with `value` at dotted `path` (the dicts on the way are copied, leaves shared)."""
+    head, _, rest = path.partition(".")
+    if not rest:
+        return {**tree, head: value}
+    return {**tree, head: set_path(tree.get(head, {}), rest, value)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TinyRecipe:
+    """A tiny random checkpoint of the family, made by transformers in the test suite: parity,
+    generation, save round-trip, LoRA and sharding tests are generated from it.
+
+    Sizes are small, odd and distinct (vocab 97, width 48, 3 heads / 1 kv head, MLP 80) and the
+    init range large, so a wrong transpose, head split or constant changes the outputs visibly.
+    """
+
+    config: str
+    """transformers config class name (`"LlamaConfig"`)."""
+    kwargs: Mapping[str, Any]
+    seed: int
+    tokenizer: str = "bpe"
+    """Which test tokenizer goes with it: "bpe" (Metaspace BPE), "wordpiece", "byte_bpe", or "image"."""
+
+
+Spec = tuple[str | None, ...]
+"""A PartitionSpec written as a tuple of mesh axis names (no jax import in family modules)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class Family:
-    """One model family: how to read its config, shape its weights and run its backbone.
+    """One model family: how to read its config, shape and run its weights, and adapt or shard them.
 
     >>> from zoohub.backbones import get_family
-    >>> family = get_family("distilbert")
-    >>> family.prefix, family.base_architecture, sorted(family.heads)
-    ('distilbert', 'DistilBertModel', ['masked_lm', 'text_classifier'])
+    >>> family = get_family("llama")
+    >>> family.prefix, family.embeddings, family.layers, family.lora_targets
+    ('model', 'embed_tokens', 'layers', ('q_proj', 'v_proj'))
     """
 
     model_type: str
@@ -117,25 +223,61 @@ class Family:
     base_architecture: str
     """transformers class of the bare backbone (`BertModel`)."""
     forward: Callable[..., Any]
-    """(backbone params, config, inputs dict, *, rng=None) -> hidden states [B, T, D]."""
+    """(backbone params, config, inputs, *, rng=None) -> hidden states [B, T, D]; decoders also take
+    `cache=` (a `KVCache`) and then return (hidden, cache)."""
     shapes: Callable[[Any], dict[str, tuple]]
-    """config -> {backbone tensor name: shape}, required tensors."""
+    """config -> {backbone tensor name: shape}, required tensors, in the checkpoint's per-layer names."""
+    embeddings: str | None = None
+    """Path (under the prefix) of the token embedding table's params: `embed_tokens`, `wte` (None: no tokens)."""
     optional_shapes: Callable[[Any], dict[str, tuple]] = lambda config: {}
     """config -> tensors a checkpoint may or may not have (BERT's pooler)."""
-    ignored: tuple[str, ...] = (r"(^|\.)position_ids$", r"(^|\.)masked_bias$", r"\.attn\.bias$")
-    """regexes of stored buffers that are not parameters."""
+    ignored: tuple[str, ...] = (r"(^|\.)position_ids$",)
+    """Regexes of stored buffers that are not parameters."""
     heads: Mapping[str, Head] = field(default_factory=dict)
     """task name -> head."""
+    layers: str | None = None
+    """Path (under the prefix) of the layer list held stacked on a leading layer axis (decoders: one
+    `lax.scan` on jax for every call). None: layers are held per layer, as the checkpoint names them."""
     max_length: Callable[[Any], int | None] = lambda config: getattr(config, "max_position_embeddings", None)
-    """config -> longest sequence the position table allows (None: no limit)."""
+    """config -> longest sequence the positions allow (None: no limit)."""
+    learned_positions: bool = False
+    """Positions come from a learned table, so `max_length` is a hard limit (past it there are no rows)."""
     input_kind: str = "text"
     """"text" or "image": what `Backbone.predict` accepts."""
     token_types: bool = False
     """The tokenizer's segment ids feed the model (`token_type_ids`, BERT's sentence A/B embeddings)."""
+    weight_layout: str = "out_in"
+    """Linear weights as torch stores them, [out, in]; "in_out" for GPT-2's Conv1D (PEFT's fan_in_fan_out)."""
+    lora_targets: tuple[str, ...] = ()
+    """Default LoRA target modules (PEFT's `target_modules`): usually the attention query and value."""
+    peft_names: tuple[tuple[str, str], ...] = ()
+    """(file-name pattern, run-time name) rewrites: transformers 5 renames some modules at run time
+    while files keep the old names, and PEFT names adapters by the run-time module."""
+    sharding: tuple[tuple[str, Spec], ...] = ()
+    """Tensor-parallel rules: (regex over the tensor name, spec); the first match wins, `()` replicates
+    on purpose. Specs are for one layer; stacked layers get a leading unsplit axis."""
+    recipe: TinyRecipe | None = None
+    """The tiny test checkpoint; the test suite fails, naming the family, when it is missing."""
+
+    def __post_init__(self):
+        if self.embeddings is not None:  # heads reach their tied tensors through the family's embeddings
+            tie_to = f"{self.prefix}.{self.embeddings}.weight"
+            heads = {task: dataclasses.replace(head, tie_to=tie_to) for task, head in self.heads.items()}
+            object.__setattr__(self, "heads", heads)
 
     def is_ignored(self, name: str, head: Head | None = None) -> bool:
         patterns = self.ignored + (head.ignored if head else ())
         return any(re.search(p, name) for p in patterns)
+
+    def root(self, head: Head | None) -> str:
+        """Where the backbone sits in a task's params: under the prefix with a head, at the top without."""
+        return f"{self.prefix}." if head is not None else ""
+
+    def embedding_path(self, head: Head | None) -> str:
+        return f"{self.root(head)}{self.embeddings}.weight"
+
+    def layers_path(self, head: Head | None) -> str | None:
+        return None if self.layers is None else f"{self.root(head)}{self.layers}"
 
 
 def init_tensor(name: str, shape: tuple, *, std: float, rng: np.random.Generator) -> np.ndarray:

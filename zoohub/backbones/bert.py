@@ -10,12 +10,11 @@ padding) and its heads' names and shapes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from zoohub.backbones.base import Family, Head, ModelConfig
+from zoohub.backbones.base import Family, Head, ModelConfig, TinyRecipe
 from zoohub.backend import ops
-from zoohub.layers import (
-    KeyStream, activation, attention, dropout, embedding, get_path, layer_norm, linear, padding_mask,
-)
+from zoohub.layers import KeyStream, activation, attention, dropout, embedding, layer_norm, linear, padding_mask
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,8 +30,9 @@ class BertConfig(ModelConfig):
     CHECKS = {
         "position_embedding_type": (lambda v: v in (None, "absolute"), "'absolute'"),
         "is_decoder": (lambda v: not v, "False (encoder only)"),
-        "add_cross_attention": (lambda v: not v, "False"),
     }
+    POSITIONS_AFTER_PADDING: ClassVar[bool] = False
+    """RoBERTa numbers real tokens from `pad_token_id + 1`; BERT counts from 0."""
 
     vocab_size: int
     hidden_size: int          # D
@@ -64,16 +64,13 @@ class RobertaConfig(BertConfig):
     """
 
     MODEL_TYPE = "roberta"
+    POSITIONS_AFTER_PADDING = True
     pad_token_id: int | None = 1
 
 
 @dataclass(frozen=True, kw_only=True)
 class XLMRobertaConfig(RobertaConfig):
-    """XLM-RoBERTa: RoBERTa with a multilingual vocabulary.
-
-    >>> XLMRobertaConfig.MODEL_TYPE
-    'xlm-roberta'
-    """
+    """XLM-RoBERTa: RoBERTa with a multilingual vocabulary (the same math)."""
 
     MODEL_TYPE = "xlm-roberta"
 
@@ -81,7 +78,7 @@ class XLMRobertaConfig(RobertaConfig):
 def _position_ids(config: BertConfig, input_ids, attention_mask):
     xp = ops().xp
     b, t = input_ids.shape
-    if config.MODEL_TYPE == "bert":
+    if not config.POSITIONS_AFTER_PADDING:
         return xp.broadcast_to(xp.arange(t)[None], (b, t))
     # RoBERTa numbers real tokens from pad_token_id + 1; padding keeps pad_token_id.
     real = (input_ids != config.pad_token_id).astype(xp.int32)
@@ -172,28 +169,45 @@ def roberta_classifier(params, c: BertConfig, hidden, inputs, *, rng=None):
     return linear(params["classifier"]["out_proj"], x)
 
 
-def _tied(params, path: str, prefix: str):
-    """The decoder matrix: stored under `path` when untied, else the word embeddings."""
-    w = get_path(params, path)
-    return w if w is not None else params[prefix]["embeddings"]["word_embeddings"]["weight"]
-
-
 def bert_masked_lm(params, c: BertConfig, hidden, inputs, *, rng=None):
     head = params["cls"]["predictions"]
     x = activation(c.hidden_act)(linear(head["transform"]["dense"], hidden))
     x = layer_norm(head["transform"]["LayerNorm"], x, eps=c.layer_norm_eps)
-    return x @ _tied(params, "cls.predictions.decoder.weight", "bert").T + head["bias"]
+    return linear(head["decoder"], x) + head["bias"]
 
 
 def roberta_masked_lm(params, c: BertConfig, hidden, inputs, *, rng=None):
     head = params["lm_head"]
     x = activation("gelu")(linear(head["dense"], hidden))  # RobertaLMHead always uses exact GELU
     x = layer_norm(head["layer_norm"], x, eps=c.layer_norm_eps)
-    return x @ _tied(params, "lm_head.decoder.weight", "roberta").T + head["bias"]
+    return linear(head["decoder"], x) + head["bias"]
 
 
-def _family(model_type: str, config_class, prefix: str, arch: str) -> Family:
-    is_bert = model_type == "bert"
+# Megatron-style split over "model" of torch Linear weights [out, in] (see zoohub.backbones.decoder).
+SHARDING = (
+    (r"\.(query|key|value|intermediate\.dense)\.weight$", ("model", None)),
+    (r"\.(query|key|value|intermediate\.dense)\.bias$", ("model",)),
+    (r"\.(attention\.output\.dense|layer\.\d+\.output\.dense)\.weight$", (None, "model")),
+    (r"word_embeddings\.weight$", ("model", None)),
+    (r"(position_embeddings|token_type_embeddings)\.weight$", ()),
+)
+
+
+def _recipe(config: str, seed: int, **changes) -> TinyRecipe:
+    kwargs = dict(vocab_size=97, hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=80,
+                  max_position_embeddings=40, type_vocab_size=2, layer_norm_eps=1e-7, initializer_range=0.5,
+                  hidden_act="gelu", num_labels=3)
+    tokenizer = "wordpiece" if config == "BertConfig" else "byte_bpe"
+    return TinyRecipe(config=config, kwargs={**kwargs, **changes}, seed=seed, tokenizer=tokenizer)
+
+
+# RoBERTa's recipe: a byte-level vocabulary, positions after the padding id, the tanh GELU.
+_ROBERTA = dict(vocab_size=300, max_position_embeddings=42, type_vocab_size=1, layer_norm_eps=1e-6,
+                pad_token_id=1, bos_token_id=0, eos_token_id=2, hidden_act="gelu_new")
+
+
+def _family(model_type: str, config_class, prefix: str, arch: str, recipe: TinyRecipe) -> Family:
+    is_bert = not config_class.POSITIONS_AFTER_PADDING  # BERT's heads, segments and position table
     d = lambda c: c.hidden_size  # noqa: E731
     if is_bert:
         classifier = Head(
@@ -208,7 +222,7 @@ def _family(model_type: str, config_class, prefix: str, arch: str) -> Family:
                 "cls.predictions.transform.LayerNorm.weight": (d(c),), "cls.predictions.transform.LayerNorm.bias": (d(c),),
                 "cls.predictions.bias": (c.vocab_size,), "cls.predictions.decoder.weight": (c.vocab_size, d(c)),
             },
-            tied={"cls.predictions.decoder.weight": "embeddings.word_embeddings.weight"},
+            tied=("cls.predictions.decoder.weight",),
             ignored=(r"^cls\.predictions\.decoder\.bias$",),
         )
     else:
@@ -226,13 +240,14 @@ def _family(model_type: str, config_class, prefix: str, arch: str) -> Family:
                 "lm_head.layer_norm.weight": (d(c),), "lm_head.layer_norm.bias": (d(c),),
                 "lm_head.bias": (c.vocab_size,), "lm_head.decoder.weight": (c.vocab_size, d(c)),
             },
-            tied={"lm_head.decoder.weight": "embeddings.word_embeddings.weight"},
+            tied=("lm_head.decoder.weight",),
             ignored=(r"^lm_head\.decoder\.bias$",),
         )
     return Family(
         model_type=model_type, config_class=config_class, prefix=prefix, base_architecture=f"{arch}Model",
-        forward=forward, shapes=shapes, optional_shapes=pooler_shapes,
+        forward=forward, shapes=shapes, optional_shapes=pooler_shapes, embeddings="embeddings.word_embeddings",
         heads={"text_classifier": classifier, "masked_lm": masked_lm},
+        lora_targets=("query", "value"), sharding=SHARDING, recipe=recipe,
         token_types=is_bert,  # RoBERTa has one segment; its tokenizers return no token_type_ids
         # RoBERTa's first pad_token_id + 1 rows are never used by real tokens.
         max_length=(lambda c: c.max_position_embeddings) if is_bert
@@ -241,7 +256,8 @@ def _family(model_type: str, config_class, prefix: str, arch: str) -> Family:
 
 
 FAMILIES = {
-    "bert": _family("bert", BertConfig, "bert", "Bert"),
-    "roberta": _family("roberta", RobertaConfig, "roberta", "Roberta"),
-    "xlm-roberta": _family("xlm-roberta", XLMRobertaConfig, "roberta", "XLMRoberta"),
+    "bert": _family("bert", BertConfig, "bert", "Bert", _recipe("BertConfig", 11)),
+    "roberta": _family("roberta", RobertaConfig, "roberta", "Roberta", _recipe("RobertaConfig", 22, **_ROBERTA)),
+    "xlm-roberta": _family("xlm-roberta", XLMRobertaConfig, "roberta", "XLMRoberta",
+                           _recipe("XLMRobertaConfig", 23, **{**_ROBERTA, "hidden_act": "relu"})),
 }

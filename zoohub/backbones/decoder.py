@@ -1,23 +1,23 @@
 """What the decoder-only families (GPT-2, Llama/Mistral/Qwen, Gemma) share: RoPE settings read from
 both transformers 4.x (`rope_theta`, `rope_scaling`) and 5.x (`rope_parameters`) configs, per-layer
-attention kinds (full or sliding window), masks built from positions, the KV cache, and running the
-layer stack either as a Python loop over the checkpoint's `layers.{i}` dicts or, for compiled
-generation on jax, as one `lax.scan` over layers stacked on a leading axis (compiles ~3x faster).
+attention kinds (full or sliding window), masks built from positions, the KV cache, the causal-LM
+head, and the layer stack.
+
+Decoder layers are held stacked on a leading layer axis (`Family.layers`): on jax every call runs
+them as one `lax.scan` (compiles ~3x faster than an unrolled stack), on numpy as a loop over views.
 
 Inputs of a forward pass: `input_ids` [B, T], `attention_mask` [B, T] (1 = real token), optional
-`position_ids` [B, T]. With a cache (generation) also `cache_index` (write offset), `cache_positions`
-[B, S] and `cache_mask` [B, S] (1 = slot holds a real token once this step has written).
+`position_ids` [B, T]. With `cache=` (generation) the keys are the cache's slots instead.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from zoohub.backbones.base import ModelConfig
+from zoohub.backbones.base import Head, ModelConfig, TinyRecipe
 from zoohub.backend import ops
 from zoohub.layers import apply_rope, attention, causal_mask, linear, rope_cos_sin, rope_frequencies
 from zoohub.layers.kv_cache import update_cache
@@ -26,17 +26,20 @@ ROPE_TYPES = ("default", "linear", "llama3")
 
 
 def _rope_ok(value) -> bool:
-    """rope_scaling / rope_parameters (flat, or Gemma 3's per-layer-type dict) use implemented types."""
+    """rope_scaling / rope_parameters (flat, or Gemma 3's per-layer-type dict) use implemented types
+    over the whole head (no partial rotary)."""
     if value is None:
         return True
     if isinstance(value, Mapping) and all(isinstance(v, Mapping) or v is None for v in value.values()) and value:
         return all(_rope_ok(v) for v in value.values())
-    return value.get("rope_type", value.get("type", "default")) in ROPE_TYPES
+    return (value.get("rope_type", value.get("type", "default")) in ROPE_TYPES
+            and value.get("partial_rotary_factor", 1.0) == 1.0)
 
 
 ROPE_CHECKS = {
-    "rope_scaling": (_rope_ok, f"rope_type in {ROPE_TYPES}"),
-    "rope_parameters": (_rope_ok, f"rope_type in {ROPE_TYPES}"),
+    "rope_scaling": (_rope_ok, f"rope_type in {ROPE_TYPES}, no partial_rotary_factor"),
+    "rope_parameters": (_rope_ok, f"rope_type in {ROPE_TYPES}, no partial_rotary_factor"),
+    "partial_rotary_factor": (lambda v: v in (None, 1, 1.0), "1.0 (rotary over the whole head)"),
 }
 
 
@@ -44,6 +47,7 @@ ROPE_CHECKS = {
 class DecoderConfig(ModelConfig):
     """Fields every RoPE decoder shares; field names are transformers' keys."""
 
+    CHECKS = ROPE_CHECKS
     DEFAULT_ROPE_THETA: ClassVar[float] = 10000.0
     # Fields written back only when set: transformers fills them from other fields.
     DROP_IF_NONE: ClassVar[tuple[str, ...]] = ("head_dim", "num_key_value_heads", "rope_theta", "rope_scaling",
@@ -105,7 +109,20 @@ class DecoderConfig(ModelConfig):
         return out
 
 
-# ---- inputs, positions and masks -----------------------------------------------------------------
+# ---- the KV cache, positions and masks ------------------------------------------------------------
+
+class KVCache(NamedTuple):
+    """A static-shape cache of S slots per row (a pytree: it goes through jit, scan and while_loop).
+
+    The forward pass writes its T new keys/values at slots [index, index + T); a slot is attended
+    when it holds a real token (not padding) and has been written."""
+
+    k: Any              # [L, B, S, K, H]
+    v: Any              # [L, B, S, K, H]
+    positions: Any      # [B, S] int32: the position of the token each slot holds (or will hold)
+    real: Any           # [B, S] int32: 1 where that token is real, 0 for padding
+    index: Any = 0      # write offset of this call (int, or a traced int32 on jax)
+
 
 def default_positions(mask):
     """Positions counted over real tokens only, so a left-padded row starts at 0 (as transformers'
@@ -115,8 +132,10 @@ def default_positions(mask):
     return xp.where(mask != 0, pos, 1)
 
 
-def prepare(inputs: Mapping):
-    """(ids, positions, masks) where masks maps a window (None = full causal) to bool [B, 1, T, S]."""
+def prepare(inputs: Mapping, cache: KVCache | None = None):
+    """(ids, query positions, key positions [B, S], key validity bool [B, 1, 1, S]).
+
+    Without a cache the keys are the inputs themselves; with one, the cache's slots."""
     xp = ops().xp
     ids = inputs["input_ids"]
     mask = inputs.get("attention_mask")
@@ -125,11 +144,11 @@ def prepare(inputs: Mapping):
     positions = inputs.get("position_ids")
     if positions is None:
         positions = default_positions(mask)
-    if "cache_positions" in inputs:
-        key_positions, key_valid = inputs["cache_positions"], inputs["cache_mask"]
-    else:
-        key_positions, key_valid = positions, mask
-    return ids, positions, key_positions, (key_valid != 0)[:, None, None, :]
+    if cache is None:
+        return ids, positions, positions, (mask != 0)[:, None, None, :]
+    slots = xp.arange(cache.real.shape[1])[None, :]
+    written = slots < cache.index + ids.shape[1]
+    return ids, positions, cache.positions, ((cache.real != 0) & written)[:, None, None, :]
 
 
 def masks_for(config: DecoderConfig, positions, key_positions, key_valid) -> dict:
@@ -189,50 +208,87 @@ def self_attention(p: Mapping, x, *, config: DecoderConfig, rope, mask, scale: f
 
 # ---- the layer stack -----------------------------------------------------------------------------
 
-def stack_layers(layers: Mapping) -> dict:
-    """{"0": tree, "1": tree, ...} -> one tree with a leading layer axis (for `lax.scan`)."""
+Block = Callable[[Mapping, Any, Mapping, Any], tuple]
+"""block(layer params, x, per-layer info, kv or None) -> (x, kv)."""
+
+
+def layer_key(rng, index):
+    """The dropout key of one layer (under `lax.scan` the layer index is traced; None stays None)."""
+    if rng is None:
+        return None
     import jax
 
-    trees = [layers[str(i)] for i in range(len(layers))]
-    return jax.tree_util.tree_map(lambda *xs: ops().xp.stack(xs), *trees)
+    return jax.random.fold_in(rng, index)
 
 
-def run_layers(block: Callable, layers, x, *, per_layer: dict, cache: dict | None = None, stacked: bool = False):
-    """Apply `block(layer_params, x, info, kv) -> (x, kv)` for every layer.
+def _take_layer(tree, i: int):
+    return {k: _take_layer(v, i) for k, v in tree.items()} if isinstance(tree, Mapping) else tree[i]
 
-    per_layer: {name: numpy array [L]} of static per-layer facts (e.g. `is_sliding`).
-    stacked: `layers` is one tree with a leading L axis (from `stack_layers`); runs `lax.scan`.
-    Returns (x, cache)."""
-    if stacked:
+
+def run_layers(block: Block, layers: Mapping, x, *, per_layer: Mapping[str, np.ndarray], cache: KVCache | None = None):
+    """Apply `block` for every layer of the stacked `layers` tree (leading axis L).
+
+    per_layer: {name: numpy array [L]} of static per-layer facts (e.g. `is_sliding`); the block's
+    info also gets `index`, the layer number. Returns (x, cache with the new keys/values)."""
+    count = len(next(iter(per_layer.values())))
+    per_layer = {**per_layer, "index": np.arange(count, dtype=np.int32)}
+    index = None if cache is None else cache.index
+    if ops().name == "jax":
         from jax import lax
 
         def body(h, xs):
-            lp, info, kv = xs
-            h, kv = block(lp, h, info, kv)
-            return h, kv
+            params, info, kv = xs
+            return block(params, h, {**info, "cache_index": index}, kv)
 
-        kvs = (cache["k"], cache["v"]) if cache is not None else None
-        x, new = lax.scan(body, x, (layers, per_layer, kvs))
-        return x, (None if cache is None else {"k": new[0], "v": new[1]})
-    new_k, new_v = [], []
-    for i in range(len(next(iter(per_layer.values())))):
+        x, kv = lax.scan(body, x, (layers, per_layer, None if cache is None else (cache.k, cache.v)))
+        return x, (None if cache is None else cache._replace(k=kv[0], v=kv[1]))
+    for i in range(count):
         info = {name: values[i] for name, values in per_layer.items()}
-        kv = (cache["k"][i], cache["v"][i]) if cache is not None else None
-        x, kv = block(layers[str(i)], x, info, kv)
-        if kv is not None:
-            new_k.append(kv[0])
-            new_v.append(kv[1])
-    if cache is None:
-        return x, None
-    if ops().name == "numpy":  # written in place through the views
-        return x, cache
-    xp = ops().xp
-    return x, {"k": xp.stack(new_k), "v": xp.stack(new_v)}
+        kv = None if cache is None else (cache.k[i], cache.v[i])  # views: numpy writes in place
+        x, _ = block(_take_layer(layers, i), x, {**info, "cache_index": index}, kv)
+    return x, cache
 
 
 def is_sliding_array(config: DecoderConfig) -> np.ndarray:
     return np.array([k == "sliding_attention" for k in config.attention_kinds()])
 
 
-def config_fields(cls) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
+# ---- what the decoder families declare alike -------------------------------------------------------
+
+IGNORED = (r"(^|\.)position_ids$", r"(^|\.)rotary_emb\.inv_freq$")
+
+# Megatron-style tensor parallelism over "model" for torch Linear weights [out, in]: projections that
+# fan out (q/k/v, gate/up) split their output rows, those that fan in (o, down) their input columns,
+# so each layer needs one all-reduce. Embedding tables split over the vocabulary; norms replicate.
+SHARDING = (
+    (r"\.(q_proj|k_proj|v_proj|gate_proj|up_proj)\.weight$", ("model", None)),
+    (r"\.(q_proj|k_proj|v_proj|gate_proj|up_proj)\.bias$", ("model",)),
+    (r"\.(o_proj|down_proj)\.weight$", (None, "model")),
+    (r"\.(o_proj|down_proj)\.bias$", ()),
+    (r"(^|\.)embed_tokens\.weight$", ("model", None)),
+    (r"^lm_head\.weight$", ("model", None)),
+    (r"norm\.(weight|bias)$", ()),
+)
+
+# The tiny checkpoint every Llama-shaped recipe starts from (GQA 3/1, non-default eps, large init).
+TINY = dict(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=3,
+            num_key_value_heads=1, head_dim=16, max_position_embeddings=128, rms_norm_eps=3e-5,
+            initializer_range=0.5, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+TINY_WINDOW = 5  # shorter than the test prompts, so sliding-window masks matter
+
+
+def tiny_recipe(config: str, seed: int, **changes) -> TinyRecipe:
+    """A recipe from `TINY` with some keys changed (a value of None removes the key)."""
+    kwargs = {k: v for k, v in {**TINY, **changes}.items() if v is not None}
+    return TinyRecipe(config=config, kwargs=kwargs, seed=seed)
+
+
+def lm_head(params, c: ModelConfig, hidden, inputs=None, *, rng=None):
+    """Logits [B, T, V] in float32 from `lm_head.weight` (the embeddings when tied)."""
+    return linear(params["lm_head"], hidden).astype("float32")
+
+
+def causal_lm_head(arch: str, apply=lm_head, width=None) -> Head:
+    width = width or (lambda c: c.hidden_size)
+    return Head(task="causal_lm", architecture=arch, apply=apply,
+                shapes=lambda c, n: {"lm_head.weight": (c.vocab_size, width(c))}, tied=("lm_head.weight",))

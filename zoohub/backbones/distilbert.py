@@ -1,14 +1,15 @@
 """DistilBERT: BERT without token types or pooler, with its own tensor names.
 
     >>> from zoohub.backbones import get_family
-    >>> get_family("distilbert").prefix
-    'distilbert'
+    >>> family = get_family("distilbert")
+    >>> family.prefix, family.token_types, sorted(family.heads)
+    ('distilbert', False, ['masked_lm', 'text_classifier'])
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zoohub.backbones.base import Family, Head, ModelConfig
+from zoohub.backbones.base import Family, Head, ModelConfig, TinyRecipe
 from zoohub.backend import ops
 from zoohub.layers import KeyStream, activation, attention, dropout, embedding, layer_norm, linear, padding_mask
 
@@ -26,6 +27,8 @@ class DistilBertConfig(ModelConfig):
     """
 
     MODEL_TYPE = "distilbert"
+    # A 2019-era flag; tying is `tie_word_embeddings` (transformers no longer reads this one).
+    IGNORED = frozenset({"tie_weights_"})
 
     vocab_size: int
     dim: int                 # D
@@ -106,11 +109,7 @@ def classifier(params, c: DistilBertConfig, hidden, inputs, *, rng=None):
 def masked_lm(params, c: DistilBertConfig, hidden, inputs, *, rng=None):
     x = activation(c.activation)(linear(params["vocab_transform"], hidden))
     x = layer_norm(params["vocab_layer_norm"], x, eps=LAYER_NORM_EPS)
-    proj = params["vocab_projector"]
-    w = proj.get("weight")
-    if w is None:  # tied to the word embeddings
-        w = params["distilbert"]["embeddings"]["word_embeddings"]["weight"]
-    return x @ w.T + proj["bias"]
+    return linear(params["vocab_projector"], x)
 
 
 FAMILIES = {
@@ -130,8 +129,18 @@ FAMILIES = {
                     "vocab_layer_norm.weight": (c.dim,), "vocab_layer_norm.bias": (c.dim,),
                     "vocab_projector.weight": (c.vocab_size, c.dim), "vocab_projector.bias": (c.vocab_size,),
                 },
-                tied={"vocab_projector.weight": "embeddings.word_embeddings.weight"},
+                tied=("vocab_projector.weight",),
             ),
         },
+        embeddings="embeddings.word_embeddings", lora_targets=("q_lin", "v_lin"),
+        sharding=(
+            (r"\.(q_lin|k_lin|v_lin|lin1)\.weight$", ("model", None)),
+            (r"\.(q_lin|k_lin|v_lin|lin1)\.bias$", ("model",)),
+            (r"\.(out_lin|lin2)\.weight$", (None, "model")),
+            (r"word_embeddings\.weight$", ("model", None)),
+        ),
+        recipe=TinyRecipe(config="DistilBertConfig", seed=33, tokenizer="wordpiece", kwargs=dict(
+            vocab_size=97, dim=48, n_layers=2, n_heads=3, hidden_dim=80, max_position_embeddings=40,
+            initializer_range=0.4, activation="gelu", num_labels=3)),
     ),
 }

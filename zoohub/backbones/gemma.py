@@ -9,8 +9,10 @@
   separate RoPE base for local layers (`rope_local_base_freq`, or `rope_parameters` per layer kind).
 
     >>> from zoohub.backbones import get_family
-    >>> get_family("gemma3_text").heads["causal_lm"].architecture
-    'Gemma3ForCausalLM'
+    >>> config = get_family("gemma3_text").config_class.from_hf({"vocab_size": 97, "hidden_size": 48,
+    ...     "intermediate_size": 80, "num_hidden_layers": 6, "num_attention_heads": 3, "rope_local_base_freq": 10.0})
+    >>> config.attention_kinds()[-2:], config.rope("sliding_attention")
+    (['sliding_attention', 'full_attention'], (10.0, None))
 """
 from __future__ import annotations
 
@@ -21,29 +23,28 @@ from typing import ClassVar
 
 from zoohub.backbones.base import Family
 from zoohub.backbones.decoder import (
-    ROPE_CHECKS, DecoderConfig, is_sliding_array, masks_for, prepare, rope_tables, run_layers, select,
-    self_attention,
+    IGNORED, SHARDING, TINY_WINDOW, DecoderConfig, KVCache, causal_lm_head, is_sliding_array, layer_key, lm_head,
+    masks_for, prepare, rope_tables, run_layers, select, self_attention, tiny_recipe,
 )
-from zoohub.backbones.llama import IGNORED, causal_lm_head
-from zoohub.backbones.llama import lm_head as _untied_lm_head
 from zoohub.backend import ops
 from zoohub.layers import KeyStream, activation, dropout, embedding, gated_mlp, rms_norm
-
-_CHECKS = {**ROPE_CHECKS,
-           "use_bidirectional_attention": (lambda v: not v, "False (causal decoding only)"),
-           "attention_bias": (lambda v: not v, "False")}
 
 
 @dataclass(frozen=True, kw_only=True)
 class GemmaConfig(DecoderConfig):
     """Gemma: scaled embeddings, `1 + weight` RMSNorm, GeGLU (tanh GELU).
 
-    >>> GemmaConfig.MODEL_TYPE
-    'gemma'
+    >>> GemmaConfig.from_hf({"vocab_size": 97, "hidden_size": 48, "intermediate_size": 80, "num_hidden_layers": 2,
+    ...     "num_attention_heads": 3}).attention_scale
+    0.0625
     """
 
     MODEL_TYPE = "gemma"
-    CHECKS = _CHECKS
+    CHECKS = {"use_bidirectional_attention": (lambda v: not v, "False (causal decoding only)"),
+              "attention_bias": (lambda v: not v, "False"),
+              # Gemma 1 has no soft-capping (transformers' Gemma ignores these keys); Gemma 2/3 make them fields.
+              "attn_logit_softcapping": (lambda v: v is None, "null for gemma; soft-capping is model_type gemma2"),
+              "final_logit_softcapping": (lambda v: v is None, "null for gemma; soft-capping is model_type gemma2")}
     SANDWICH: ClassVar[bool] = False  # Gemma 2/3: norms after attention/MLP too
     QK_NORM: ClassVar[bool] = False
 
@@ -54,22 +55,29 @@ class GemmaConfig(DecoderConfig):
 
     @property
     def act(self) -> str:
-        return self.hidden_act
+        # Official Gemma releases say "gelu" but mean the tanh approximation; transformers rewrites it so.
+        return "gelu_pytorch_tanh" if self.hidden_act == "gelu" else self.hidden_act
 
     @property
     def attention_scale(self) -> float:
         return self.dim_per_head ** -0.5
 
-    attn_logit_softcapping = None
-    final_logit_softcapping = None
+    @property
+    def attention_softcap(self) -> float | None:
+        return None
+
+    @property
+    def logit_softcap(self) -> float | None:
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)
 class Gemma2Config(GemmaConfig):
     """Gemma 2: soft-capping, alternating sliding-window / global layers, sandwich norms.
 
-    >>> Gemma2Config.MODEL_TYPE
-    'gemma2'
+    >>> Gemma2Config.from_hf({"vocab_size": 97, "hidden_size": 48, "intermediate_size": 80, "num_hidden_layers": 3,
+    ...     "num_attention_heads": 3}).attention_kinds()
+    ['sliding_attention', 'full_attention', 'sliding_attention']
     """
 
     MODEL_TYPE = "gemma2"
@@ -86,6 +94,14 @@ class Gemma2Config(GemmaConfig):
         return self.hidden_activation
 
     @property
+    def attention_softcap(self) -> float | None:
+        return self.attn_logit_softcapping
+
+    @property
+    def logit_softcap(self) -> float | None:
+        return self.final_logit_softcapping
+
+    @property
     def attention_scale(self) -> float:
         return self.query_pre_attn_scalar ** -0.5
 
@@ -97,13 +113,11 @@ class Gemma2Config(GemmaConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class Gemma3TextConfig(Gemma2Config):
-    """Gemma 3 text: q/k norms and separate RoPE bases for local and global layers.
-
-    >>> Gemma3TextConfig.MODEL_TYPE
-    'gemma3_text'
-    """
+    """Gemma 3 text: q/k norms and separate RoPE bases for local and global layers."""
 
     MODEL_TYPE = "gemma3_text"
+    # transformers 5 writes it beside `layer_types` but reads only `sliding_window_pattern`.
+    IGNORED = frozenset({"_sliding_window_pattern"})
     QK_NORM = True
     DEFAULT_ROPE_THETA = 1_000_000.0
 
@@ -133,15 +147,15 @@ def _norm(c: GemmaConfig):
     return lambda p, x: rms_norm(p, x, eps=c.rms_norm_eps, offset=1.0, scale_dtype_first=True)
 
 
-def _block(c: GemmaConfig, ctx: dict, keys: KeyStream):
+def _block(c: GemmaConfig, ctx: dict, rng):
     norm, act = _norm(c), activation(c.act)
 
     def block(p, x, info, kv):
-        sliding = info["is_sliding"]
+        sliding, keys = info["is_sliding"], KeyStream(layer_key(rng, info["index"]))
         a, kv = self_attention(p["self_attn"], norm(p["input_layernorm"], x), config=c,
                                rope=select(sliding, ctx["rope"]), mask=select(sliding, ctx["masks"]),
-                               scale=c.attention_scale, kv=kv, index=ctx["index"],
-                               qk_norm=norm if c.QK_NORM else None, softcap=c.attn_logit_softcapping)
+                               scale=c.attention_scale, kv=kv, index=info["cache_index"],
+                               qk_norm=norm if c.QK_NORM else None, softcap=c.attention_softcap)
         a = dropout(a, c.attention_dropout, keys())
         m = p["mlp"]
         if not c.SANDWICH:
@@ -155,16 +169,15 @@ def _block(c: GemmaConfig, ctx: dict, keys: KeyStream):
     return block
 
 
-def forward(params, config: GemmaConfig, inputs, *, rng=None, cache=None, stacked: bool = False):
+def forward(params, config: GemmaConfig, inputs, *, rng=None, cache: KVCache | None = None):
     """Final hidden states [B, T, D]; with `cache`, (hidden, updated cache)."""
     xp = ops().xp
-    ids, positions, key_positions, key_valid = prepare(inputs)
-    ctx = {"rope": rope_tables(config, positions), "masks": masks_for(config, positions, key_positions, key_valid),
-           "index": inputs.get("cache_index")}
+    ids, positions, key_positions, key_valid = prepare(inputs, cache)
+    ctx = {"rope": rope_tables(config, positions), "masks": masks_for(config, positions, key_positions, key_valid)}
     x = embedding(params["embed_tokens"], ids)
     x = x * xp.asarray(math.sqrt(config.hidden_size), dtype=x.dtype)  # rounded to the weights' dtype, as transformers
-    x, cache = run_layers(_block(config, ctx, KeyStream(rng)), params["layers"], x,
-                          per_layer={"is_sliding": is_sliding_array(config)}, cache=cache, stacked=stacked)
+    x, cache = run_layers(_block(config, ctx, rng), params["layers"], x,
+                          per_layer={"is_sliding": is_sliding_array(config)}, cache=cache)
     x = _norm(config)(params["norm"], x)
     return x if cache is None else (x, cache)
 
@@ -188,21 +201,29 @@ def shapes(c: GemmaConfig) -> dict[str, tuple]:
     return out
 
 
-def lm_head(params, c: GemmaConfig, hidden, inputs=None, *, rng=None):
+def capped_lm_head(params, c: GemmaConfig, hidden, inputs=None, *, rng=None):
     """Logits [B, T, V] in float32, soft-capped by `final_logit_softcapping` when set (Gemma 2/3)."""
-    logits = _untied_lm_head(params, c, hidden)
-    cap = c.final_logit_softcapping
+    logits = lm_head(params, c, hidden)
+    cap = c.logit_softcap
     return logits if cap is None else ops().xp.tanh(logits / cap) * cap
 
 
-def _family(model_type: str, config_class, arch: str, head_arch: str) -> Family:
+def _family(model_type: str, config_class, arch: str, head_arch: str, recipe) -> Family:
     return Family(model_type=model_type, config_class=config_class, prefix="model",
                   base_architecture=f"{arch}Model", forward=forward, shapes=shapes, ignored=IGNORED,
-                  heads={"causal_lm": causal_lm_head(f"{head_arch}ForCausalLM", apply=lm_head)})
+                  heads={"causal_lm": causal_lm_head(f"{head_arch}ForCausalLM", apply=capped_lm_head)},
+                  embeddings="embed_tokens", layers="layers", lora_targets=("q_proj", "v_proj"),
+                  sharding=SHARDING, recipe=recipe)
 
 
 FAMILIES = {
-    "gemma": _family("gemma", GemmaConfig, "Gemma", "Gemma"),
-    "gemma2": _family("gemma2", Gemma2Config, "Gemma2", "Gemma2"),
-    "gemma3_text": _family("gemma3_text", Gemma3TextConfig, "Gemma3Text", "Gemma3"),
+    "gemma": _family("gemma", GemmaConfig, "Gemma", "Gemma", tiny_recipe("GemmaConfig", 16, rope_theta=900.0)),
+    "gemma2": _family("gemma2", Gemma2Config, "Gemma2", "Gemma2", tiny_recipe(
+        "Gemma2Config", 17, sliding_window=TINY_WINDOW, query_pre_attn_scalar=20, attn_logit_softcapping=7.0,
+        final_logit_softcapping=9.0, rope_theta=1500.0)),
+    "gemma3_text": _family("gemma3_text", Gemma3TextConfig, "Gemma3Text", "Gemma3", tiny_recipe(
+        "Gemma3TextConfig", 18, sliding_window=TINY_WINDOW, query_pre_attn_scalar=24,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={"sliding_attention": dict(rope_type="default", rope_theta=300.0),
+                         "full_attention": dict(rope_type="linear", factor=2.0, rope_theta=20000.0)})),
 }

@@ -2,8 +2,9 @@
 Conv1D weights stored `[in, out]` (so every projection uses `layout="in_out"`).
 
     >>> from zoohub.backbones import get_family
-    >>> get_family("gpt2").heads["causal_lm"].architecture
-    'GPT2LMHeadModel'
+    >>> family = get_family("gpt2")
+    >>> family.weight_layout, family.learned_positions, family.max_length(family.config_class.from_hf({"vocab_size": 97}))
+    ('in_out', True, 1024)
 """
 from __future__ import annotations
 
@@ -11,13 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoohub.backbones.base import Family, ModelConfig
-from zoohub.backbones.decoder import prepare, run_layers
-from zoohub.backbones.llama import causal_lm_head
+from zoohub.backbones.base import Family, ModelConfig, TinyRecipe
+from zoohub.backbones.decoder import KVCache, causal_lm_head, layer_key, prepare, run_layers
 from zoohub.backend import ops
-from zoohub.layers import (
-    KeyStream, activation, attention, causal_mask, dense_mlp, dropout, embedding, get_path, layer_norm, linear,
-)
+from zoohub.layers import KeyStream, activation, attention, causal_mask, dense_mlp, dropout, embedding, layer_norm, linear
 from zoohub.layers.kv_cache import update_cache
 
 
@@ -25,15 +23,16 @@ from zoohub.layers.kv_cache import update_cache
 class GPT2Config(ModelConfig):
     """GPT-2 hyperparameters (transformers' names: n_embd, n_layer, n_head, n_positions).
 
-    >>> GPT2Config.MODEL_TYPE
-    'gpt2'
+    >>> config = GPT2Config.from_hf({"vocab_size": 97, "n_embd": 48, "n_head": 3, "n_ctx": 1024})
+    >>> config.dim_per_head, config.n_layer
+    (16, 12)
     """
 
     MODEL_TYPE = "gpt2"
-    CHECKS = {
-        "add_cross_attention": (lambda v: not v, "False (decoder only)"),
-        "reorder_and_upcast_attn": (lambda v: True, "any (scores are always float32 here)"),
-    }
+    # reorder_and_upcast_attn: scores are always float32 here. n_ctx: a 4.x alias of n_positions. The
+    # summary_* keys configure GPT2DoubleHeadsModel's multiple-choice head, which zoohub does not load.
+    IGNORED = frozenset({"reorder_and_upcast_attn", "n_ctx", "summary_type", "summary_use_proj", "summary_activation",
+                         "summary_proj_to_labels", "summary_first_dropout"})
 
     vocab_size: int                    # V
     n_embd: int = 768                  # D
@@ -79,19 +78,19 @@ def _scales(c: GPT2Config) -> np.ndarray:
     return (base / div).astype(np.float32)
 
 
-def forward(params, config: GPT2Config, inputs, *, rng=None, cache=None, stacked: bool = False):
+def forward(params, config: GPT2Config, inputs, *, rng=None, cache: KVCache | None = None):
     """Final hidden states [B, T, D] (after `ln_f`); with `cache`, (hidden, updated cache)."""
-    c, keys = config, KeyStream(rng)
-    ids, positions, key_positions, key_valid = prepare(inputs)
+    c = config
+    ids, positions, key_positions, key_valid = prepare(inputs, cache)
     mask = key_valid & causal_mask(positions, key_positions)
-    index = inputs.get("cache_index")
     n, h = c.n_head, c.dim_per_head
     act = activation(c.activation_function)
     x = embedding(params["wte"], ids) + embedding(params["wpe"], positions)
-    x = dropout(x, c.embd_pdrop, keys())
+    x = dropout(x, c.embd_pdrop, layer_key(rng, c.n_layer))  # a key no layer uses
 
     def block(p, x, info, kv):
         b, t, d = x.shape
+        keys, index = KeyStream(layer_key(rng, info["index"])), info["cache_index"]
         qkv = linear(p["attn"]["c_attn"], layer_norm(p["ln_1"], x, eps=c.layer_norm_epsilon), layout="in_out")
         q, k, v = (part.reshape(b, t, n, h) for part in ops().xp.split(qkv, 3, axis=-1))
         if kv is not None:
@@ -104,7 +103,7 @@ def forward(params, config: GPT2Config, inputs, *, rng=None, cache=None, stacked
                       act=act, layout="in_out")
         return x + dropout(m, c.resid_pdrop, keys()), kv
 
-    x, cache = run_layers(block, params["h"], x, per_layer={"scale": _scales(c)}, cache=cache, stacked=stacked)
+    x, cache = run_layers(block, params["h"], x, per_layer={"scale": _scales(c)}, cache=cache)
     x = layer_norm(params["ln_f"], x, eps=c.layer_norm_epsilon)
     return x if cache is None else (x, cache)
 
@@ -125,20 +124,29 @@ def shapes(c: GPT2Config) -> dict[str, tuple]:
     return out
 
 
-def lm_head(params, c: GPT2Config, hidden, inputs=None, *, rng=None):
-    """Logits [B, T, V] in float32 from `lm_head.weight` or the tied `wte`."""
-    w = get_path(params, "lm_head.weight")
-    if w is None:
-        w = params["transformer"]["wte"]["weight"]
-    return linear({"weight": w}, hidden).astype("float32")
-
+# Conv1D weights are [in, out], so the Megatron split is the transpose of the torch-Linear one.
+SHARDING = (
+    (r"\.(c_attn|c_fc)\.weight$", (None, "model")),
+    (r"\.(c_attn|c_fc)\.bias$", ("model",)),
+    (r"\.c_proj\.weight$", ("model", None)),
+    (r"\.c_proj\.bias$", ()),
+    (r"(^|\.)wte\.weight$", ("model", None)),
+    (r"^lm_head\.weight$", ("model", None)),
+    (r"(^|\.)wpe\.weight$", ()),
+    (r"(^|\.)ln_(1|2|f)\.(weight|bias)$", ()),
+)
 
 FAMILIES = {
     "gpt2": Family(
         model_type="gpt2", config_class=GPT2Config, prefix="transformer", base_architecture="GPT2Model",
-        forward=forward, shapes=shapes,
-        heads={"causal_lm": causal_lm_head("GPT2LMHeadModel", apply=lm_head, embeddings="transformer.wte.weight",
-                                           width=lambda c: c.n_embd)},
-        max_length=lambda c: c.n_positions,
+        forward=forward, shapes=shapes, embeddings="wte", layers="h",
+        ignored=(r"(^|\.)position_ids$", r"(^|\.)masked_bias$", r"\.attn\.bias$"),
+        heads={"causal_lm": causal_lm_head("GPT2LMHeadModel", width=lambda c: c.n_embd)},
+        max_length=lambda c: c.n_positions, learned_positions=True,
+        weight_layout="in_out", lora_targets=("c_attn",), sharding=SHARDING,
+        recipe=TinyRecipe(config="GPT2Config", seed=11, kwargs=dict(
+            vocab_size=97, n_embd=48, n_layer=2, n_head=3, n_inner=80, n_positions=128, layer_norm_epsilon=3e-5,
+            initializer_range=0.5, activation_function="gelu_new", scale_attn_by_inverse_layer_idx=True,
+            bos_token_id=1, eos_token_id=2, pad_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)),
     ),
 }

@@ -5,33 +5,44 @@ grouped-query attention and a SwiGLU MLP. They differ in small, declared ways:
 - Qwen2: biases on q/k/v (not o); sliding window on layers >= `max_window_layers` when enabled.
 - Qwen3: per-head RMSNorm on q and k before RoPE (`q_norm`, `k_norm`).
 
+    >>> import numpy as np
     >>> from zoohub.backbones import get_family
-    >>> get_family("qwen3").heads["causal_lm"].architecture
-    'Qwen3ForCausalLM'
+    >>> from zoohub.backbones.layout import init_params
+    >>> family = get_family("qwen3")
+    >>> config = family.config_class.from_hf(family.recipe.kwargs)
+    >>> params = init_params(family, config, seed=0)     # random weights, layers stacked
+    >>> ids = np.array([[5, 6, 7]])
+    >>> family.forward(params, config, {"input_ids": ids}).shape
+    (1, 3, 48)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-from zoohub.backbones.base import Family, Head, ModelConfig
+from zoohub.backbones.base import Family
 from zoohub.backbones.decoder import (
-    ROPE_CHECKS, DecoderConfig, is_sliding_array, masks_for, prepare, rope_tables, run_layers, select,
-    self_attention,
+    IGNORED, SHARDING, TINY_WINDOW, DecoderConfig, KVCache, causal_lm_head, is_sliding_array, layer_key, masks_for,
+    prepare, rope_tables, run_layers, select, self_attention, tiny_recipe,
 )
-from zoohub.layers import KeyStream, activation, dropout, embedding, gated_mlp, get_path, linear, rms_norm
+from zoohub.layers import KeyStream, activation, dropout, embedding, gated_mlp, rms_norm
 
 
 @dataclass(frozen=True, kw_only=True)
 class LlamaConfig(DecoderConfig):
     """Llama (and SmolLM/SmolLM2): GQA, RoPE with llama3/linear scaling, RMSNorm, SwiGLU.
 
-    >>> LlamaConfig.MODEL_TYPE
-    'llama'
+    >>> config = LlamaConfig.from_hf({"vocab_size": 97, "hidden_size": 48, "intermediate_size": 80,
+    ...     "num_hidden_layers": 2, "num_attention_heads": 3, "num_key_value_heads": 1})
+    >>> config.kv_heads, config.dim_per_head, config.rope()
+    (1, 16, (10000.0, None))
     """
 
     MODEL_TYPE = "llama"
-    CHECKS = {**ROPE_CHECKS, "pretraining_tp": (lambda v: v in (None, 1), "1 (the split matmul is the same math)")}
+    # pretraining_tp: transformers 4 split the matmul by it (same math), 5 never reads it. nanotron's
+    # exporter (SmolLM2) writes the other two; transformers' Llama rotates halves, never interleaved pairs.
+    IGNORED = frozenset({"pretraining_tp", "is_llama_config"})
+    CHECKS = {"rope_interleaved": (lambda v: not v, "false (rotation of halves, as transformers' Llama)")}
     QK_NORM: ClassVar[bool] = False
     QKV_BIAS: ClassVar[bool | None] = None   # None: `attention_bias` decides (and covers o_proj too)
 
@@ -47,12 +58,12 @@ class LlamaConfig(DecoderConfig):
 class MistralConfig(LlamaConfig):
     """Mistral: Llama with sliding-window attention.
 
-    >>> MistralConfig.MODEL_TYPE
-    'mistral'
+    >>> MistralConfig.from_hf({"vocab_size": 97, "hidden_size": 48, "intermediate_size": 80,
+    ...     "num_hidden_layers": 2, "num_attention_heads": 3}).attention_kinds()
+    ['sliding_attention', 'sliding_attention']
     """
 
     MODEL_TYPE = "mistral"
-    CHECKS = ROPE_CHECKS
     DROP_IF_NONE = DecoderConfig.DROP_IF_NONE  # an explicit null window must survive a save
     max_position_embeddings: int = 131072
     sliding_window: int | None = 4096  # transformers' default; an explicit null turns it off
@@ -62,12 +73,13 @@ class MistralConfig(LlamaConfig):
 class Qwen2Config(LlamaConfig):
     """Qwen2: Llama with q/k/v biases and per-layer sliding-window settings.
 
-    >>> Qwen2Config.MODEL_TYPE
-    'qwen2'
+    >>> Qwen2Config.from_hf({"vocab_size": 97, "hidden_size": 48, "intermediate_size": 80, "num_hidden_layers": 3,
+    ...     "num_attention_heads": 3, "use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1,
+    ...     }).attention_kinds()
+    ['full_attention', 'sliding_attention', 'sliding_attention']
     """
 
     MODEL_TYPE = "qwen2"
-    CHECKS = ROPE_CHECKS
     QKV_BIAS = True
     max_position_embeddings: int = 32768
     use_sliding_window: bool = False
@@ -84,11 +96,7 @@ class Qwen2Config(LlamaConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class Qwen3Config(Qwen2Config):
-    """Qwen3: Qwen2 with per-head q/k RMSNorm.
-
-    >>> Qwen3Config.MODEL_TYPE
-    'qwen3'
-    """
+    """Qwen3: Qwen2 with per-head q/k RMSNorm (and `attention_bias` covering all four projections)."""
 
     MODEL_TYPE = "qwen3"
     QK_NORM = True
@@ -101,16 +109,16 @@ def _has_bias(c: LlamaConfig, proj: str) -> bool:
     return c.QKV_BIAS and proj != "o_proj"
 
 
-def _block(c: LlamaConfig, ctx: dict, keys: KeyStream):
+def _block(c: LlamaConfig, ctx: dict, rng):
     """The decoder layer as a function of (layer params, x, per-layer info, kv)."""
     norm = lambda p, x: rms_norm(p, x, eps=c.rms_norm_eps)  # noqa: E731
     act = activation(c.hidden_act)
 
     def block(p, x, info, kv):
-        sliding = info["is_sliding"]
+        sliding, keys = info["is_sliding"], KeyStream(layer_key(rng, info["index"]))
         a, kv = self_attention(p["self_attn"], norm(p["input_layernorm"], x), config=c,
                                rope=select(sliding, ctx["rope"]), mask=select(sliding, ctx["masks"]),
-                               scale=c.dim_per_head ** -0.5, kv=kv, index=ctx["index"],
+                               scale=c.dim_per_head ** -0.5, kv=kv, index=info["cache_index"],
                                qk_norm=norm if c.QK_NORM else None)
         x = x + dropout(a, c.attention_dropout, keys())
         m = p["mlp"]
@@ -120,14 +128,13 @@ def _block(c: LlamaConfig, ctx: dict, keys: KeyStream):
     return block
 
 
-def forward(params, config: LlamaConfig, inputs, *, rng=None, cache=None, stacked: bool = False):
+def forward(params, config: LlamaConfig, inputs, *, rng=None, cache: KVCache | None = None):
     """Final hidden states [B, T, D]; with `cache`, (hidden, updated cache). See `decoder` for inputs."""
-    ids, positions, key_positions, key_valid = prepare(inputs)
-    ctx = {"rope": rope_tables(config, positions), "masks": masks_for(config, positions, key_positions, key_valid),
-           "index": inputs.get("cache_index")}
+    ids, positions, key_positions, key_valid = prepare(inputs, cache)
+    ctx = {"rope": rope_tables(config, positions), "masks": masks_for(config, positions, key_positions, key_valid)}
     x = embedding(params["embed_tokens"], ids)
-    x, cache = run_layers(_block(config, ctx, KeyStream(rng)), params["layers"], x,
-                          per_layer={"is_sliding": is_sliding_array(config)}, cache=cache, stacked=stacked)
+    x, cache = run_layers(_block(config, ctx, rng), params["layers"], x,
+                          per_layer={"is_sliding": is_sliding_array(config)}, cache=cache)
     x = rms_norm(params["norm"], x, eps=config.rms_norm_eps)
     return x if cache is None else (x, cache)
 
@@ -153,34 +160,23 @@ def shapes(c: LlamaConfig) -> dict[str, tuple]:
     return out
 
 
-def lm_head(params, c: ModelConfig, hidden, inputs=None, *, rng=None):
-    """Logits [B, T, V] in float32; `lm_head.weight`, or the embeddings when tied."""
-    w = get_path(params, "lm_head.weight")
-    if w is None:
-        w = params["model"]["embed_tokens"]["weight"]
-    return linear({"weight": w}, hidden).astype("float32")
-
-
-def causal_lm_head(arch: str, apply=lm_head, embeddings: str = "model.embed_tokens.weight", width=None) -> Head:
-    width = width or (lambda c: c.hidden_size)
-    return Head(task="causal_lm", architecture=arch, apply=apply,
-                shapes=lambda c, n: {"lm_head.weight": (c.vocab_size, width(c))},
-                tied={"lm_head.weight": embeddings})
-
-
-IGNORED = (r"(^|\.)position_ids$", r"(^|\.)rotary_emb\.inv_freq$")
-
-
-def _family(model_type: str, config_class, arch: str) -> Family:
+def _family(model_type: str, config_class, arch: str, recipe) -> Family:
     return Family(model_type=model_type, config_class=config_class, prefix="model",
-                  base_architecture=f"{arch}Model", forward=forward, shapes=shapes,
-                  ignored=IGNORED,
-                  heads={"causal_lm": causal_lm_head(f"{arch}ForCausalLM")})
+                  base_architecture=f"{arch}Model", forward=forward, shapes=shapes, ignored=IGNORED,
+                  heads={"causal_lm": causal_lm_head(f"{arch}ForCausalLM")},
+                  embeddings="embed_tokens", layers="layers", lora_targets=("q_proj", "v_proj"),
+                  sharding=SHARDING, recipe=recipe)
 
 
 FAMILIES = {
-    "llama": _family("llama", LlamaConfig, "Llama"),
-    "mistral": _family("mistral", MistralConfig, "Mistral"),
-    "qwen2": _family("qwen2", Qwen2Config, "Qwen2"),
-    "qwen3": _family("qwen3", Qwen3Config, "Qwen3"),
+    "llama": _family("llama", LlamaConfig, "Llama", tiny_recipe(
+        "LlamaConfig", 12, tie_word_embeddings=False,
+        rope_parameters=dict(rope_type="llama3", rope_theta=5000.0, factor=4.0, low_freq_factor=1.0,
+                             high_freq_factor=4.0, original_max_position_embeddings=16))),
+    "mistral": _family("mistral", MistralConfig, "Mistral", tiny_recipe(
+        "MistralConfig", 13, sliding_window=TINY_WINDOW, rope_theta=777.0)),
+    "qwen2": _family("qwen2", Qwen2Config, "Qwen2", tiny_recipe(
+        "Qwen2Config", 14, head_dim=None, use_sliding_window=True, sliding_window=TINY_WINDOW, max_window_layers=1,
+        tie_word_embeddings=True, rope_theta=3000.0)),
+    "qwen3": _family("qwen3", Qwen3Config, "Qwen3", tiny_recipe("Qwen3Config", 15, rope_theta=2500.0)),
 }

@@ -36,10 +36,6 @@ def _first(items, n: int = 5) -> str:
     return ", ".join(items[:n]) + more
 
 
-def is_tied(config, head: Head | None, default: bool = True) -> bool:
-    return bool(config.extra.get("tie_word_embeddings", getattr(config, "tie_word_embeddings", default)))
-
-
 def split_backbone(tensors: dict, family: Family, expected: set[str]) -> tuple[dict, dict]:
     """Backbone tensors (unprefixed) and the rest, for checkpoints saved with or without the prefix."""
     prefix = family.prefix + "."
@@ -98,7 +94,7 @@ def load_params(
     params = {f"{family.prefix}.{k}": v for k, v in params.items()}
 
     head_shapes = dict(head.shapes(config, num_labels or 0))
-    if is_tied(config, head):
+    if config.tie_word_embeddings:
         for name in head.tied:
             head_shapes.pop(name, None)
             rest.pop(name, None)

@@ -3,15 +3,20 @@
 Tensor names are the checkpoint file's (`vit.encoder.layer.N.attention.attention.query`), which
 transformers 5 still writes and reads, though its modules are renamed at run time (`layers.N.q_proj`).
 
+    >>> import numpy as np
     >>> from zoohub.backbones import get_family
-    >>> get_family("vit").heads["image_classifier"].architecture
-    'ViTForImageClassification'
+    >>> from zoohub.backbones.layout import init_params
+    >>> family = get_family("vit")
+    >>> config = family.config_class.from_hf(family.recipe.kwargs)
+    >>> pixels = np.zeros((1, 3, 16, 16), np.float32)
+    >>> family.forward(init_params(family, config), config, {"pixel_values": pixels}).shape  # CLS + 16 patches
+    (1, 17, 48)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zoohub.backbones.base import Family, Head, ModelConfig
+from zoohub.backbones.base import Family, Head, ModelConfig, TinyRecipe
 from zoohub.backend import ops
 from zoohub.errors import InputError
 from zoohub.layers import KeyStream, activation, attention, dropout, layer_norm, linear
@@ -21,8 +26,9 @@ from zoohub.layers import KeyStream, activation, attention, dropout, layer_norm,
 class ViTConfig(ModelConfig):
     """ViT hyperparameters: patch embedding, CLS token, pre-norm encoder blocks.
 
-    >>> ViTConfig.MODEL_TYPE
-    'vit'
+    >>> config = ViTConfig.from_hf({"image_size": 224, "patch_size": 16})
+    >>> config.num_patches
+    196
     """
 
     MODEL_TYPE = "vit"
@@ -140,6 +146,24 @@ FAMILIES = {
         model_type="vit", config_class=ViTConfig, prefix="vit", base_architecture="ViTModel",
         forward=forward, shapes=shapes, optional_shapes=pooler_shapes, input_kind="image",
         max_length=lambda c: None,
+        lora_targets=("query", "value"),
+        # transformers 5 runs ViT's modules under new names; PEFT adapters name those.
+        peft_names=((r"\.encoder\.layer\.", ".layers."), (r"\.attention\.attention\.query$", ".attention.q_proj"),
+                    (r"\.attention\.attention\.key$", ".attention.k_proj"),
+                    (r"\.attention\.attention\.value$", ".attention.v_proj"),
+                    (r"\.attention\.output\.dense$", ".attention.o_proj"), (r"\.intermediate\.dense$", ".mlp.fc1"),
+                    (r"\.output\.dense$", ".mlp.fc2")),
+        sharding=(
+            (r"\.(query|key|value|intermediate\.dense)\.weight$", ("model", None)),
+            (r"\.(query|key|value|intermediate\.dense)\.bias$", ("model",)),
+            (r"\.(attention\.output\.dense|layer\.\d+\.output\.dense)\.weight$", (None, "model")),
+            (r"(position_embeddings|cls_token)$", ()),
+        ),
+        # 16x16 images in patches of 4; the image processor of the test checkpoint is non-default too.
+        recipe=TinyRecipe(config="ViTConfig", seed=44, tokenizer="image", kwargs=dict(
+            hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=80, image_size=16,
+            patch_size=4, num_channels=3, layer_norm_eps=1e-6, initializer_range=0.3, num_labels=3,
+            id2label={0: "red", 1: "green", 2: "blue"}, label2id={"red": 0, "green": 1, "blue": 2})),
         heads={
             "image_classifier": Head(
                 task="image_classifier", architecture="ViTForImageClassification", apply=image_classifier,

@@ -1,6 +1,6 @@
-"""Scale-out with JAX's own sharding: a device mesh, rules (tensor-name pattern -> PartitionSpec),
-and loading that places each tensor straight into its shards (each device reads only its slice
-of the memory-mapped file).
+"""Scale-out with JAX's own sharding: a device mesh, and loading that places each tensor straight
+into its shards by the family's tensor-parallel rules (each device reads only its slice of the
+memory-mapped file).
 
     >>> import jax, zoohub
     >>> from zoohub.backend.sharding import make_mesh
@@ -10,7 +10,6 @@ of the memory-mapped file).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -18,8 +17,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 log = logging.getLogger("zoohub")
-
-Rules = Sequence[tuple[str, PartitionSpec]]
 
 
 def make_mesh(data: int | None = None, model: int = 1, devices=None) -> Mesh:
@@ -31,26 +28,41 @@ def make_mesh(data: int | None = None, model: int = 1, devices=None) -> Mesh:
     return Mesh(np.array(devices[: data * model]).reshape(data, model), ("data", "model"))
 
 
-def spec_for(name: str, shape: tuple, rules: Rules, mesh: Mesh) -> PartitionSpec:
-    """The first rule whose pattern matches `name`, if every sharded dim divides evenly; else replicated."""
-    for pattern, spec in rules:
-        if re.search(pattern, name):
-            if len(spec) > len(shape):
-                continue
-            for dim, axis in zip(shape, spec):
-                if axis is not None and dim % mesh.shape[axis]:
-                    log.info("%s %s does not split over %s=%d; replicated", name, shape, axis, mesh.shape[axis])
-                    return PartitionSpec()
-            return spec
-    return PartitionSpec()
+# A tensor no rule names is replicated on every device; past this size that is worth a warning.
+REPLICATE_WARN_BYTES = 1 << 20
 
 
-def place(flat: Mapping[str, np.ndarray], mesh: Mesh, rules: Rules) -> dict[str, jax.Array]:
-    """Device arrays sharded by the rules, each shard read from the (memory-mapped) host array."""
+def spec_for(name: str, shape: tuple, spec: Sequence | None, mesh: Mesh) -> PartitionSpec:
+    """`spec` (a tuple of mesh axis names) as a PartitionSpec, if every split dim divides evenly;
+    otherwise, or with no spec, replicated."""
+    if spec is None:
+        return PartitionSpec()
+    if len(spec) > len(shape):
+        raise ValueError(f"{name}: spec {spec} has more axes than the tensor's shape {shape}")
+    for dim, axis in zip(shape, spec):
+        if axis is not None and dim % mesh.shape[axis]:
+            log.info("%s %s does not split over %s=%d; replicated", name, shape, axis, mesh.shape[axis])
+            return PartitionSpec()
+    return PartitionSpec(*spec)
+
+
+def place(flat: Mapping, mesh: Mesh, specs: Mapping[str, Sequence | None], dtype=None) -> dict[str, jax.Array]:
+    """Device arrays sharded by `specs` (name -> axis tuple; None: no rule, replicated), each shard
+    read from the host array (a memory-mapped view, or anything indexable with `.shape`)."""
     out = {}
     for name, arr in flat.items():
-        sharding = NamedSharding(mesh, spec_for(name, arr.shape, rules, mesh))
-        out[name] = jax.make_array_from_callback(arr.shape, sharding, lambda index, a=arr: np.asarray(a[index]))
+        spec = specs.get(name)
+        nbytes = int(np.prod(arr.shape)) * np.dtype(arr.dtype).itemsize
+        if spec is None and nbytes > REPLICATE_WARN_BYTES:
+            log.warning("%s %s matches no tensor-parallel rule; replicated on all %d devices", name,
+                        tuple(arr.shape), mesh.size)
+        sharding = NamedSharding(mesh, spec_for(name, tuple(arr.shape), spec, mesh))
+
+        def read(index, a=arr):
+            block = np.asarray(a[index])
+            return block if dtype is None else block.astype(dtype)
+
+        out[name] = jax.make_array_from_callback(tuple(arr.shape), sharding, read)
     return out
 
 

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from zoohub.backbones import Family, Head, get_family
-from zoohub.backbones.loading import LoadReport, is_tied, load_params
+from zoohub.backbones.layout import host_tensors, is_stacked, stack_layers, tensor_spec, unstack_layers
+from zoohub.backbones.loading import LoadReport, load_params
 from zoohub.backend import get_backend, ops, using
 from zoohub.errors import BackendError, UnsupportedArchitectureError
 from zoohub.presets.folder import ZOOHUB_FILE, read_config, read_json, save_preset_folder
@@ -40,24 +41,31 @@ def _dtype(name: str | None):
     return np.dtype(name)
 
 
-def to_backend(flat: dict[str, np.ndarray], dtype: str | None = None, mesh=None) -> dict:
-    """Nested params on the selected backend; floating tensors cast to `dtype` when given.
+def to_backend(flat: dict[str, np.ndarray], family: Family, head: Head | None, dtype: str | None = None,
+               mesh=None) -> dict:
+    """Nested params in the task layout (layers stacked where the family says) on the selected backend;
+    floating tensors cast to `dtype` when given.
 
-    numpy keeps the memory-mapped views (no copy) unless a cast is asked for. With a jax `mesh`,
-    each tensor goes straight into its shards by the family-independent tensor-parallel rules."""
+    numpy keeps memory-mapped views (no copy) of what it need not stack or cast. With a jax `mesh`,
+    each tensor goes straight into its shards by the family's tensor-parallel rules."""
     target = _dtype(dtype)
-    if target is not None:
-        flat = {k: v.astype(target) if v.dtype.kind == "f" or v.dtype.name == "bfloat16" else v
-                for k, v in flat.items()}
+    layers = family.layers_path(head)
+    flat = stack_layers(flat, layers)
     if mesh is not None:
         if get_backend() != "jax":
             raise BackendError("mesh= (sharding) needs the jax backend")
-        from zoohub.backbones.sharding_rules import RULES
         from zoohub.backend.sharding import place
 
-        return unflatten(place(flat, mesh, RULES))
+        specs = {name: tensor_spec(family, name, is_stacked(name, layers)) for name in flat}
+        return unflatten(place(flat, mesh, specs, dtype=target))
     o = ops()
-    return unflatten({name: o.asarray(arr) for name, arr in flat.items()})
+    return unflatten({name: o.asarray(arr) for name, arr in host_tensors(flat, target)})
+
+
+def checkpoint_tensors(task, flat: dict) -> dict[str, np.ndarray]:
+    """Host tensors of a task's flat params under the checkpoint's names (stacked layers split)."""
+    o = ops(task.backend)
+    return unstack_layers({k: o.to_numpy(v) for k, v in flat.items()}, task.family.layers_path(task.head))
 
 
 def dtype_name(params) -> str:
@@ -125,7 +133,7 @@ class Task:
         if self.head is None:
             return self.family.forward(params, self.config, inputs, rng=rng)
         hidden = self.family.forward(params[self.family.prefix], self.config, inputs, rng=rng)
-        return self.head.apply(params, self.config, hidden, inputs, rng=rng)
+        return self.head(params, self.config, hidden, inputs, rng=rng)
 
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
@@ -156,7 +164,7 @@ class Task:
         meta = read_json(folder, ZOOHUB_FILE) or {}
         meta.pop("files", None)
         meta["source"] = source or str(folder)
-        task = cls(family=family, config=config, params=to_backend(flat, dtype, mesh),
+        task = cls(family=family, config=config, params=to_backend(flat, family, head, dtype, mesh),
                    tokenizer=Tokenizer.from_folder(folder) if has_tokenizer else None,
                    aux_files=aux, metadata=meta, report=report)
         task.mesh = mesh
@@ -280,4 +288,4 @@ class Task:
                 f"backend={self.backend})")
 
 
-__all__ = ["Task", "to_backend", "is_tied"]
+__all__ = ["Task", "to_backend", "checkpoint_tensors"]

@@ -85,7 +85,7 @@ class CausalLM(Task):
     def _outputs(self, params, inputs, rng=None):
         """Logits [B, T, V] (float32) for `input_ids`, `attention_mask`, optional `position_ids`."""
         hidden = self.family.forward(params[self.family.prefix], self.config, inputs, rng=rng)
-        return self.head.apply(params, self.config, hidden, inputs, rng=rng)
+        return self.head(params, self.config, hidden, inputs, rng=rng)
 
     def _inputs(self, x, *, left: bool = True) -> dict[str, np.ndarray]:
         if isinstance(x, Mapping):
@@ -152,7 +152,7 @@ class CausalLM(Task):
         limit = self.family.max_length(self.config)
         if limit and longest > limit:
             msg = f"prompt + max_new_tokens = {longest} tokens is past the model's {limit} positions"
-            if self.family.model_type == "gpt2":  # a learned position table has no rows past the limit
+            if self.family.learned_positions:  # a learned position table has no rows past the limit
                 raise InputError(msg + "; shorten the prompt or lower max_new_tokens")
             log.warning(msg)
 
@@ -170,8 +170,9 @@ class CausalLM(Task):
     def generate_tokens(self, x, **kwargs) -> list[list[int]]:
         """New token ids per prompt (up to and including a stop token) for texts or a token dict
         (`input_ids`, `attention_mask`, left-padded). Keyword arguments as in `generate`."""
-        inputs = self._inputs(x)
-        s = self.settings(**kwargs)
+        return self._generate_tokens(self._inputs(x), self.settings(**kwargs))
+
+    def _generate_tokens(self, inputs, s: GenerationSettings) -> list[list[int]]:
         self._check_length(inputs, s)
         if s.sampler == "beam":
             from zoohub.tasks.generation_beam import beam_search
@@ -205,18 +206,15 @@ class CausalLM(Task):
         """
         if self.tokenizer is None:
             raise MissingFileError("this preset has no tokenizer; use generate_tokens with token ids")
+        inputs, s = self._inputs(prompts), self.settings(max_new_tokens=max_new_tokens, **kwargs)
         if stream:
-            return self._stream(prompts, max_new_tokens=max_new_tokens, **kwargs)
-        s = self.settings(max_new_tokens=max_new_tokens, **kwargs)
-        rows = self.generate_tokens(prompts, max_new_tokens=max_new_tokens, **kwargs)
-        texts = [cut_at_stop(self._decode(r), s.stop)[0] for r in rows]
+            return self._stream(inputs, s)
+        texts = [cut_at_stop(self._decode(r), s.stop)[0] for r in self._generate_tokens(inputs, s)]
         return texts[0] if isinstance(prompts, str) else texts
 
-    def _stream(self, prompt, **kwargs) -> Iterator[str]:
-        inputs = self._inputs(prompt)
+    def _stream(self, inputs, s: GenerationSettings) -> Iterator[str]:
         if inputs["input_ids"].shape[0] != 1:
             raise InputError("stream=True takes one prompt; loop over prompts to stream several")
-        s = self.settings(**kwargs)
         if s.sampler == "beam":
             raise InputError("beam search cannot stream: the best beam is known only at the end")
         self._check_length(inputs, s)
@@ -243,8 +241,7 @@ class CausalLM(Task):
         # The template writes its own special tokens (BOS included), as transformers tokenizes it.
         ids = self.preprocessor.encode([text], add_special_tokens=False)
         inputs = {"input_ids": np.asarray(ids, np.int32), "attention_mask": np.ones((1, len(ids[0])), np.int32)}
-        if stream:
-            return self._stream(inputs, max_new_tokens=max_new_tokens, **kwargs)
         s = self.settings(max_new_tokens=max_new_tokens, **kwargs)
-        row = self.generate_tokens(inputs, max_new_tokens=max_new_tokens, **kwargs)[0]
-        return cut_at_stop(self._decode(row), s.stop)[0]
+        if stream:
+            return self._stream(inputs, s)
+        return cut_at_stop(self._decode(self._generate_tokens(inputs, s)[0]), s.stop)[0]

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoohub.backbones.decoder import default_positions
+from zoohub.backbones.decoder import KVCache, default_positions
 from zoohub.backend import ops
 from zoohub.errors import InputError
+from zoohub.layers import get_path
 from zoohub.layers.kv_cache import init_cache
 
 SAMPLERS = ("greedy", "temperature", "top_k", "top_p", "beam")
@@ -90,45 +91,49 @@ def pick_tokens(logits, noise, *, do_sample: bool, temperature=1.0, top_k=0, top
 
 # ---- one model step over the cache -------------------------------------------------------------
 
-def model_step(family, config, head, params, ids, positions, cache, cache_positions, base_valid, index,
-               *, stacked: bool = False):
-    """Run `ids` [B, T] at `positions` through the cache (written at `index`); returns
-    (logits of the last position [B, V] float32, cache)."""
-    xp = ops().xp
-    slots = xp.arange(base_valid.shape[1])[None, :]
-    valid = base_valid * (slots < index + ids.shape[1]).astype(base_valid.dtype)
-    inputs = {"input_ids": ids, "position_ids": positions, "cache_index": index,
-              "cache_positions": cache_positions, "cache_mask": valid}
-    hidden, cache = family.forward(params[family.prefix], config, inputs, cache=cache, stacked=stacked)
-    return head.apply(params, config, hidden[:, -1:], inputs)[:, 0], cache
+def model_step(task, params, *, tokens, positions, cache: KVCache):
+    """Run `tokens` [B, T] at `positions` [B, T] through the model, writing their keys and values at
+    `cache.index`; returns (float32 logits of the last position [B, V], the updated cache)."""
+    family = task.family
+    inputs = {"input_ids": tokens, "position_ids": positions}
+    hidden, cache = family.forward(params[family.prefix], task.config, inputs, cache=cache)
+    return task.head(params, task.config, hidden[:, -1:], inputs)[:, 0], cache
 
 
-def cache_layout(config, prompt_mask, total: int):
-    """(prompt positions [B, Tp], cache positions [B, S], base validity [B, S]) for a cache of `total` slots."""
+def new_cache(task, params, prompt_mask, total: int):
+    """(prompt positions [B, Tp], an empty KVCache of `total` slots per row) for left-padded prompts.
+
+    Slots [0, Tp) will hold the prompt (padding slots are never attended), the rest new tokens."""
     xp = ops().xp
+    config = task.config
     b, tp = prompt_mask.shape
-    prompt_pos = default_positions(prompt_mask)
+    prompt_pos = default_positions(prompt_mask).astype(xp.int32)
     next_pos = prompt_mask.astype(xp.int32).sum(1)
-    new_pos = next_pos[:, None] + xp.arange(total - tp)[None, :]
-    cache_positions = xp.concatenate([prompt_pos, new_pos], axis=1).astype(xp.int32)
-    base_valid = xp.concatenate([prompt_mask.astype(xp.int32), xp.ones((b, total - tp), xp.int32)], axis=1)
-    return prompt_pos.astype(xp.int32), cache_positions, base_valid
+    new_pos = next_pos[:, None] + xp.arange(total - tp, dtype=xp.int32)[None, :]
+    dtype = get_path(params, task.family.embedding_path(task.head)).dtype
+    kv = init_cache(config.num_hidden_layers, b, total, config.kv_heads, config.dim_per_head, dtype)
+    cache = KVCache(k=kv["k"], v=kv["v"], positions=xp.concatenate([prompt_pos, new_pos], axis=1).astype(xp.int32),
+                    real=xp.concatenate([prompt_mask.astype(xp.int32), xp.ones((b, total - tp), xp.int32)], axis=1),
+                    index=xp.int32(0))  # an int32 from the start: the decode loop carries it
+    return prompt_pos, cache
 
 
-def empty_cache(config, batch: int, total: int, dtype):
-    return init_cache(config.num_hidden_layers, batch, total, config.kv_heads, config.dim_per_head, dtype)
+def feed_position(cache: KVCache, index):
+    """The cache with write offset `index`, and the position [B, 1] of the token fed there."""
+    xp = ops().xp
+    cache = cache._replace(index=index)
+    if ops().name == "numpy":
+        return cache, cache.positions[:, index:index + 1]
+    from jax import lax
+
+    return cache, lax.dynamic_slice_in_dim(cache.positions, xp.asarray(index, xp.int32), 1, axis=1)
 
 
 def decode_numpy(task, params, ids: np.ndarray, mask: np.ndarray, s: GenerationSettings) -> Iterator[np.ndarray]:
     """Yield the tokens [B] of each step (pad after a row has stopped) until all rows stop."""
     b, tp = ids.shape
-    total = tp + s.max_new_tokens
-    dtype = params[task.family.prefix][embedding_name(task)]["weight"].dtype
-    cache = empty_cache(task.config, b, total, dtype)
-    prompt_pos, cache_positions, base_valid = cache_layout(task.config, mask, total)
-    step = lambda tok, pos, idx, c: model_step(task.family, task.config, task.head, params, tok, pos, c,  # noqa: E731
-                                               cache_positions, base_valid, idx)
-    logits, cache = step(ids, prompt_pos, 0, cache)
+    prompt_pos, cache = new_cache(task, params, mask, tp + s.max_new_tokens)
+    logits, cache = model_step(task, params, tokens=ids, positions=prompt_pos, cache=cache)
     rng = np.random.default_rng(s.seed)
     done = np.zeros(b, bool)
     stops = np.asarray(s.stop_token_ids or [-1])
@@ -140,11 +145,8 @@ def decode_numpy(task, params, ids: np.ndarray, mask: np.ndarray, s: GenerationS
         yield tok
         if done.all() or i == s.max_new_tokens - 1:
             return
-        logits, cache = step(tok[:, None], cache_positions[:, tp + i:tp + i + 1], tp + i, cache)
-
-
-def embedding_name(task) -> str:
-    return "wte" if task.family.model_type == "gpt2" else "embed_tokens"
+        cache, position = feed_position(cache, tp + i)
+        logits, cache = model_step(task, params, tokens=tok[:, None], positions=position, cache=cache)
 
 
 # ---- stop strings and streaming -------------------------------------------------------------------

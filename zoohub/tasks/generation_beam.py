@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoohub.backend import ops
-from zoohub.tasks.generation import GenerationSettings, cache_layout, embedding_name, empty_cache, model_step, trim_row
+from zoohub.tasks.generation import GenerationSettings, feed_position, model_step, new_cache, trim_row
 from zoohub.tasks.probabilities import log_softmax
 
 _NEG = -1.0e9
@@ -25,38 +25,30 @@ def _gather(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def _model(task, params, ids: np.ndarray, mask: np.ndarray, max_new: int):
-    """(prefill() -> logits, step(tokens, index, origins) -> logits) over a cache of B*beams rows."""
+    """(prefill() -> logits, step(tokens, g, origins) -> logits) over a cache of B*beams rows."""
     o = ops()
     xp = o.xp
-    b, tp = ids.shape
-    total = tp + max_new
-    stacked = o.name == "jax"
-    if stacked:
-        from zoohub.tasks.generation_jax import stacked_params
+    tp = ids.shape[1]
+    prompt_pos, cache = new_cache(task, params, xp.asarray(mask), tp + max_new)
 
-        params = stacked_params(task, params)
-    dtype = params[task.family.prefix][embedding_name(task)]["weight"].dtype
-    prompt_pos, cache_positions, base_valid = cache_layout(task.config, xp.asarray(mask), total)
-    run = lambda p, tok, pos, c, idx: model_step(task.family, task.config, task.head, p, tok, pos, c,  # noqa: E731
-                                                 cache_positions, base_valid, idx, stacked=stacked)
+    def run(params, tokens, positions, cache):
+        return model_step(task, params, tokens=tokens, positions=positions, cache=cache)
 
-    def reorder_and_step(p, tok, pos, c, idx, origins):
-        c = {k: v[:, origins] for k, v in c.items()}
-        return run(p, tok, pos, c, idx)
+    def reorder_and_step(params, tokens, cache, index, origins):
+        cache, position = feed_position(cache._replace(k=cache.k[:, origins], v=cache.v[:, origins]), index)
+        return run(params, tokens, position, cache)
 
-    if stacked:
+    if o.name == "jax":
         run, reorder_and_step = o.jit(run), o.jit(reorder_and_step)
-    state = {"cache": empty_cache(task.config, b, total, dtype)}
+    state = {"cache": cache}
 
     def prefill():
-        logits, state["cache"] = run(params, xp.asarray(ids), prompt_pos, state["cache"], 0)
+        logits, state["cache"] = run(params, xp.asarray(ids), prompt_pos, state["cache"])
         return o.to_numpy(logits)
 
     def step(tokens: np.ndarray, g: int, origins: np.ndarray):
-        index = tp + g - 1
-        pos = cache_positions[:, index:index + 1]
-        logits, state["cache"] = reorder_and_step(params, xp.asarray(tokens[:, None].astype(np.int32)), pos,
-                                                  state["cache"], index, xp.asarray(origins))
+        tokens = xp.asarray(tokens[:, None].astype(np.int32))
+        logits, state["cache"] = reorder_and_step(params, tokens, state["cache"], np.int32(tp + g - 1), xp.asarray(origins))
         return o.to_numpy(logits)
 
     return prefill, step

@@ -1,7 +1,8 @@
 """LoRA: low-rank adapters beside chosen linear weights, in PEFT's names and file format.
 
 `enable_lora` inserts `lora_A.weight` [r, in], `lora_B.weight` [out, r] (zeros, so the model is
-unchanged until trained) and a 0-d `lora_scaling` = alpha / r into each targeted linear's param dict;
+unchanged until trained) and a 0-d `lora_scaling` = alpha / r into each targeted linear's param dict
+(stacked layers carry a leading layer axis on all three; a layer left out has scaling 0);
 `zoohub.layers.linear` applies them and `fit` then trains only them. `save_lora` writes the PEFT
 adapter folder (`adapter_config.json` + `adapter_model.safetensors`, tensors named
 `base_model.model.<module>.lora_A.weight`) that `peft.PeftModel.from_pretrained` loads onto the
@@ -24,35 +25,16 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
+from zoohub.backbones.layout import is_stacked, layer_name, stack_layers
 from zoohub.backend import ops
 from zoohub.errors import InputError, MissingFileError, UnsupportedConfigError
 from zoohub.presets.weights import flatten, unflatten
+from zoohub.tasks.base import checkpoint_tensors
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 
-# Default targets: the attention query and value projections of each family (PEFT's defaults too).
-DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
-    "bert": ("query", "value"), "roberta": ("query", "value"), "xlm-roberta": ("query", "value"),
-    "distilbert": ("q_lin", "v_lin"),
-    "llama": ("q_proj", "v_proj"), "mistral": ("q_proj", "v_proj"), "qwen2": ("q_proj", "v_proj"),
-    "qwen3": ("q_proj", "v_proj"), "gemma": ("q_proj", "v_proj"), "gemma2": ("q_proj", "v_proj"),
-    "gemma3_text": ("q_proj", "v_proj"),
-    "gpt2": ("c_attn",),
-    "vit": ("query", "value"),
-}
-# GPT-2's Conv1D stores weights [in, out]; PEFT calls that fan_in_fan_out.
-IN_OUT_FAMILIES = frozenset({"gpt2"})
-# transformers 5 renames some modules at run time while files keep the old names; PEFT names
-# adapters by the run-time module. (file pattern, run-time name) per family, applied in order.
-RUNTIME_NAMES: dict[str, tuple[tuple[str, str], ...]] = {
-    "vit": ((r"\.encoder\.layer\.", ".layers."), (r"\.attention\.attention\.query$", ".attention.q_proj"),
-            (r"\.attention\.attention\.key$", ".attention.k_proj"),
-            (r"\.attention\.attention\.value$", ".attention.v_proj"),
-            (r"\.attention\.output\.dense$", ".attention.o_proj"), (r"\.intermediate\.dense$", ".mlp.fc1"),
-            (r"\.output\.dense$", ".mlp.fc2")),
-}
 # Classifier heads train beside the adapters and are saved in the adapter file, as PEFT's
 # `modules_to_save` (for SEQ_CLS it adds "classifier" and "score" by itself).
 HEAD_MODULES = {"text_classifier": ("classifier", "score"), "image_classifier": ("classifier",)}
@@ -66,53 +48,77 @@ def in_modules(name: str, modules) -> bool:
 
 
 def lora_modules(params) -> list[str]:
-    """Paths of the linears that carry an adapter."""
+    """Paths of the linears that carry an adapter (in the task's param layout)."""
     return sorted(k[: -len(".lora_A.weight")] for k in flatten(params) if k.endswith(".lora_A.weight"))
 
 
-def linear_modules(params) -> list[str]:
-    """Paths of the param dicts that look like linear layers (a 2-D `weight`)."""
-    return sorted(k[: -len(".weight")] for k, v in flatten(params).items()
-                  if k.endswith(".weight") and len(v.shape) == 2 and ".lora_" not in k)
+def _layers(task) -> str | None:
+    return task.family.layers_path(task.head)
 
 
-def _matches(path: str, targets) -> bool:
+def linear_modules(task) -> list[str]:
+    """Paths of the param dicts that are linear layers (a matrix `weight`, per layer)."""
+    layers = _layers(task)
+    return sorted(k[: -len(".weight")] for k, v in flatten(task.params).items()
+                  if k.endswith(".weight") and ".lora_" not in k and len(v.shape) == 2 + is_stacked(k, layers))
+
+
+def module_layers(task, path: str, flat: dict) -> list[tuple[int | None, str]]:
+    """(layer index, checkpoint module name) of each linear that the param `path` holds: one per
+    layer for stacked layers, (None, path) otherwise."""
+    layers = _layers(task)
+    if not is_stacked(path, layers):
+        return [(None, path)]
+    return [(i, layer_name(path, layers, i)) for i in range(flat[path + ".weight"].shape[0])]
+
+
+def _matches(name: str, targets) -> bool:
     if isinstance(targets, str):  # PEFT: a string is a regex over the whole module name
-        return re.fullmatch(targets, path) is not None
-    return any(path == t or path.endswith("." + t) for t in targets)
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def _dims(task, weight) -> tuple[int, int]:
+    """(out, in) of a linear weight [..., out, in] (or [..., in, out] for Conv1D layouts)."""
+    a, b = weight.shape[-2:]
+    return (b, a) if task.family.weight_layout == "in_out" else (a, b)
 
 
 def enable_lora(task, rank: int = 8, alpha: float = 16, targets: Sequence[str] | str | None = None,
                 seed: int = 0) -> list[str]:
-    """Add zero-initialised adapters to the targeted linears; returns their paths.
+    """Add zero-initialised adapters to the targeted linears; returns their checkpoint names.
 
-    `targets`: module-name suffixes (PEFT's `target_modules`; default per family: the attention
-    query/value projections) or a regex string matched against the full module path."""
+    `targets`: module-name suffixes (PEFT's `target_modules`; default: the family's, usually the
+    attention query/value projections) or a regex string matched against the full module name."""
     if rank < 1:
         raise InputError(f"rank must be >= 1, got {rank}")
     if lora_modules(task.params):
         raise InputError("LoRA is already enabled on this task; merge_lora() first, or load_lora() to replace it")
-    model_type = task.family.model_type
     if targets is None:
-        if model_type not in DEFAULT_TARGETS:
-            raise InputError(f"no default LoRA targets for {model_type}; pass targets=[...]")
-        targets = DEFAULT_TARGETS[model_type]
-    candidates = linear_modules(task.params)
-    chosen = [p for p in candidates if _matches(p, targets)]
-    if not chosen:
-        names = sorted({p.rsplit(".", 1)[-1] for p in candidates})
-        raise InputError(f"LoRA targets {targets!r} match no linear layer; this model's linear names: {names}")
+        if not task.family.lora_targets:
+            raise InputError(f"no default LoRA targets for {task.family.model_type}; pass targets=[...]")
+        targets = task.family.lora_targets
     rng = np.random.default_rng(seed)
     o = ops(task.backend)
     flat = flatten(task.params)
-    for path in chosen:
+    chosen = []
+    for path in linear_modules(task):
+        layers = module_layers(task, path, flat)
+        hits = np.array([_matches(name, targets) for _, name in layers])
+        if not hits.any():
+            continue
+        chosen += [name for (_, name), hit in zip(layers, hits) if hit]
         w = flat[path + ".weight"]
-        out_dim, in_dim = (w.shape[1], w.shape[0]) if model_type in IN_OUT_FAMILIES else w.shape
+        lead = tuple(w.shape[:-2])
+        out_dim, in_dim = _dims(task, w)
         # PEFT's init: A ~ kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(in)), B = 0.
         bound = 1.0 / math.sqrt(in_dim)
-        flat[path + ".lora_A.weight"] = o.asarray(rng.uniform(-bound, bound, (rank, in_dim)).astype(w.dtype))
-        flat[path + ".lora_B.weight"] = o.asarray(np.zeros((out_dim, rank), w.dtype))
-        flat[path + ".lora_scaling"] = o.asarray(np.asarray(alpha / rank, np.float32))
+        flat[path + ".lora_A.weight"] = o.asarray(rng.uniform(-bound, bound, lead + (rank, in_dim)).astype(w.dtype))
+        flat[path + ".lora_B.weight"] = o.asarray(np.zeros(lead + (out_dim, rank), w.dtype))
+        flat[path + ".lora_scaling"] = o.asarray(np.where(hits, alpha / rank, 0.0).astype(np.float32).reshape(lead))
+    if not chosen:
+        names = sorted({p.rsplit(".", 1)[-1] for p in linear_modules(task)})
+        raise InputError(f"LoRA targets {targets!r} match no linear layer; this model's linear names: {names}")
     task.params = unflatten(flat)
     task.lora_config = {"r": int(rank), "lora_alpha": alpha,
                         "target_modules": targets if isinstance(targets, str) else sorted(set(targets)),
@@ -126,54 +132,70 @@ def _head_modules(task) -> list[str] | None:
 
 
 def merged_tensors(task) -> dict[str, np.ndarray]:
-    """Flat numpy tensors with every adapter folded in (W + scaling * B @ A) and no LoRA leaves."""
+    """Host tensors under the checkpoint's names with every adapter folded in (W + scaling * B @ A)
+    and no LoRA leaves."""
     flat = {k: ops(task.backend).to_numpy(v) for k, v in flatten(task.params).items()}
-    in_out = task.family.model_type in IN_OUT_FAMILIES
     for path in lora_modules(task.params):
         a = flat.pop(path + ".lora_A.weight").astype(np.float32)
         b = flat.pop(path + ".lora_B.weight").astype(np.float32)
-        scaling = np.float32(flat.pop(path + ".lora_scaling"))
+        scaling = np.asarray(flat.pop(path + ".lora_scaling"), np.float32)[..., None, None]
         w = flat[path + ".weight"]
         delta = (b @ a) * scaling
-        flat[path + ".weight"] = (w.astype(np.float32) + (delta.T if in_out else delta)).astype(w.dtype)
-    return flat
+        if task.family.weight_layout == "in_out":
+            delta = np.swapaxes(delta, -1, -2)
+        flat[path + ".weight"] = (w.astype(np.float32) + delta).astype(w.dtype)
+    return checkpoint_tensors(task, flat)
 
 
 def merge_lora(task) -> None:
     """Fold the adapters into the base weights, in place; the task is a plain model again."""
     o = ops(task.backend)
-    task.params = unflatten({k: o.asarray(v) for k, v in merged_tensors(task).items()})
+    merged = stack_layers(merged_tensors(task), _layers(task))
+    task.params = unflatten({k: o.asarray(np.asarray(v)) for k, v in merged.items()})
     task.__dict__.pop("lora_config", None)
 
 
-def _runtime_name(model_type: str, path: str) -> str:
-    for pattern, repl in RUNTIME_NAMES.get(model_type, ()):
+def _runtime_name(task, path: str) -> str:
+    for pattern, repl in task.family.peft_names:
         path = re.sub(pattern, repl, path)
     return path
+
+
+def _adapted_layers(task, flat: dict) -> list[tuple[str, int | None, str]]:
+    """(param path, layer index, checkpoint module name) of every adapted linear (scaling != 0)."""
+    out = []
+    for path in lora_modules(task.params):
+        scaling = np.asarray(ops(task.backend).to_numpy(flat[path + ".lora_scaling"]))
+        for index, name in module_layers(task, path, flat):
+            if (scaling if index is None else scaling[index]) != 0:
+                out.append((path, index, name))
+    return out
 
 
 def save_lora(task, path: str | os.PathLike) -> Path:
     """Write the adapters as a PEFT LoRA adapter folder (atomically); returns the folder."""
     from zoohub.presets.folder import save_preset_folder
 
-    modules = lora_modules(task.params)
-    if not modules:
-        raise InputError("this task has no LoRA adapters; call enable_lora() (and fit) first")
     flat = flatten(task.params)
+    adapted = _adapted_layers(task, flat)
+    if not adapted:
+        raise InputError("this task has no LoRA adapters; call enable_lora() (and fit) first")
     o = ops(task.backend)
-    model_type = task.family.model_type
     settings = getattr(task, "lora_config", None) or {}
-    rank = int(flat[modules[0] + ".lora_A.weight"].shape[0])
-    alpha = float(np.asarray(o.to_numpy(flat[modules[0] + ".lora_scaling"]))) * rank
+    first_path, first_index, _ = adapted[0]
+    rank = int(flat[first_path + ".lora_A.weight"].shape[-2])
+    scaling = np.asarray(o.to_numpy(flat[first_path + ".lora_scaling"]))
+    alpha = float(scaling if first_index is None else scaling[first_index]) * rank
     # PEFT matches module-name suffixes; name the run-time modules the adapters sit on.
     targets = settings.get("target_modules")
     if not isinstance(targets, str):
-        targets = sorted({_runtime_name(model_type, m).rsplit(".", 1)[-1] for m in modules})
+        targets = sorted({_runtime_name(task, name).rsplit(".", 1)[-1] for _, _, name in adapted})
     tensors = {}
-    for m in modules:
-        name = PEFT_PREFIX + _runtime_name(model_type, m)
+    for module, index, name in adapted:
         for part in ("lora_A", "lora_B"):
-            tensors[f"{name}.{part}.weight"] = np.ascontiguousarray(o.to_numpy(flat[f"{m}.{part}.weight"]))
+            value = o.to_numpy(flat[f"{module}.{part}.weight"])
+            value = value if index is None else value[index]
+            tensors[f"{PEFT_PREFIX}{_runtime_name(task, name)}.{part}.weight"] = np.ascontiguousarray(value)
     heads = settings.get("modules_to_save") or []
     for k, v in flat.items():
         if in_modules(k, heads) and ".lora_" not in k:
@@ -183,7 +205,7 @@ def save_lora(task, path: str | os.PathLike) -> Path:
         "base_model_name_or_path": task.metadata.get("base_model") or task.metadata.get("source"),
         "r": rank, "lora_alpha": alpha if not float(alpha).is_integer() else int(alpha),
         "target_modules": targets, "lora_dropout": 0.0, "bias": "none",
-        "fan_in_fan_out": model_type in IN_OUT_FAMILIES, "inference_mode": True, "init_lora_weights": True,
+        "fan_in_fan_out": task.family.weight_layout == "in_out", "inference_mode": True, "init_lora_weights": True,
         "modules_to_save": heads or None, "use_rslora": False, "use_dora": False, "layers_to_transform": None,
         "rank_pattern": {}, "alpha_pattern": {}, "revision": None,
     }
@@ -212,11 +234,12 @@ def load_lora(task, path: str | os.PathLike) -> list[str]:
         raise UnsupportedConfigError(f"{folder}: DoRA adapters are not supported")
     r, alpha = int(config["r"]), float(config["lora_alpha"])
     scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
-    model_type = task.family.model_type
     flat = {k: v for k, v in flatten(task.params).items() if ".lora_" not in k}
-    by_runtime = {_runtime_name(model_type, m): m for m in linear_modules(task.params)}
+    # run-time module name -> (param path, layer index) of every linear this model has
+    by_runtime = {_runtime_name(task, name): (path, index)
+                  for path in linear_modules(task) for index, name in module_layers(task, path, flat)}
     o = ops(task.backend)
-    found = {}
+    found: dict[str, dict[int | None, dict]] = {}
     heads = config.get("modules_to_save") or []
     for name, value in load_file(str(folder / ADAPTER_WEIGHTS)).items():
         plain = name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
@@ -230,21 +253,33 @@ def load_lora(task, path: str | os.PathLike) -> list[str]:
         if match is None:
             raise UnsupportedConfigError(f"{folder}: tensor {name!r} is not a LoRA A/B weight (modules_to_save "
                                          "and bias training are not supported)")
-        module = by_runtime.get(match.group(1))
-        if module is None:
-            raise InputError(f"{folder}: adapter for {match.group(1)!r}, which this {model_type} model does not have")
-        found.setdefault(module, {})[match.group(2)] = value
-    for module, parts in found.items():
-        w = flat[module + ".weight"]
-        a, b = parts.get("lora_A"), parts.get("lora_B")
-        out_dim, in_dim = (w.shape[1], w.shape[0]) if model_type in IN_OUT_FAMILIES else w.shape
-        if a is None or b is None or a.shape != (r, in_dim) or b.shape != (out_dim, r):
-            raise InputError(f"{folder}: adapter of {module} has shapes {getattr(a, 'shape', None)}, "
-                             f"{getattr(b, 'shape', None)}; expected ({r}, {in_dim}) and ({out_dim}, {r})")
-        flat[module + ".lora_A.weight"] = o.asarray(a.astype(w.dtype))
-        flat[module + ".lora_B.weight"] = o.asarray(b.astype(w.dtype))
-        flat[module + ".lora_scaling"] = o.asarray(np.asarray(scaling, np.float32))
+        if match.group(1) not in by_runtime:
+            raise InputError(f"{folder}: adapter for {match.group(1)!r}, which this "
+                             f"{task.family.model_type} model does not have")
+        path, index = by_runtime[match.group(1)]
+        found.setdefault(path, {}).setdefault(index, {})[match.group(2)] = value
+    names = []
+    for path, by_layer in found.items():
+        w = flat[path + ".weight"]
+        out_dim, in_dim = _dims(task, w)
+        layers = module_layers(task, path, flat)
+        a_all = np.zeros((len(layers), r, in_dim), np.float32)
+        b_all = np.zeros((len(layers), out_dim, r), np.float32)
+        scale = np.zeros(len(layers), np.float32)
+        for row, (index, name) in enumerate(layers):
+            if index not in by_layer:
+                continue  # a layer the adapter leaves alone: scaling 0
+            a, b = by_layer[index].get("lora_A"), by_layer[index].get("lora_B")
+            if a is None or b is None or a.shape != (r, in_dim) or b.shape != (out_dim, r):
+                raise InputError(f"{folder}: adapter of {name} has shapes {getattr(a, 'shape', None)}, "
+                                 f"{getattr(b, 'shape', None)}; expected ({r}, {in_dim}) and ({out_dim}, {r})")
+            a_all[row], b_all[row], scale[row] = a, b, scaling
+            names.append(name)
+        lead = tuple(w.shape[:-2])
+        flat[path + ".lora_A.weight"] = o.asarray(a_all.reshape(lead + (r, in_dim)).astype(w.dtype))
+        flat[path + ".lora_B.weight"] = o.asarray(b_all.reshape(lead + (out_dim, r)).astype(w.dtype))
+        flat[path + ".lora_scaling"] = o.asarray(scale.reshape(lead))
     task.params = unflatten(flat)
     task.lora_config = {"r": r, "lora_alpha": config["lora_alpha"], "target_modules": config.get("target_modules"),
                         "modules_to_save": heads or None}
-    return sorted(found)
+    return sorted(names)

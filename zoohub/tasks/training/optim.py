@@ -36,9 +36,12 @@ def split_params(params, heads: Sequence[str] | None = None) -> tuple[dict, dict
     return trainable, frozen
 
 
-def decays(name: str, shape: tuple) -> bool:
-    """Weight decay applies to matrices and embeddings, never to biases or norm scales (HF Trainer's rule)."""
-    return len(shape) >= 2 and "norm" not in name.lower()
+def decays(name: str, shape: tuple, layers: str | None = None) -> bool:
+    """Weight decay applies to matrices and embeddings, never to biases or norm scales (HF Trainer's rule).
+
+    `layers`: the path of stacked layers, whose tensors carry one extra leading axis."""
+    per_layer = len(shape) - (1 if layers is not None and name.startswith(layers + ".") else 0)
+    return per_layer >= 2 and "norm" not in name.lower()
 
 
 # ---- losses: (outputs, batch) -> (loss sum, target count, correct count) --------------------
@@ -125,14 +128,14 @@ def learning_rate_schedule(learning_rate, *, schedule: str, warmup: int | float,
 
 def build_optimizer(trainable: dict, *, optimizer=None, learning_rate=5e-5, schedule: str = "constant",
                     warmup: int | float = 0, total_steps: int | None = None, weight_decay: float = 0.01,
-                    max_grad_norm: float | None = 1.0, grad_accumulation: int = 1):
+                    max_grad_norm: float | None = 1.0, grad_accumulation: int = 1, layers: str | None = None):
     """AdamW with decoupled weight decay on matrices only, global-norm clipping, and optional
     gradient accumulation (optax.MultiSteps: one update per `grad_accumulation` batches)."""
     import optax
 
     if optimizer is None:
         lr = learning_rate_schedule(learning_rate, schedule=schedule, warmup=warmup, total_steps=total_steps)
-        mask = {k: decays(k, tuple(v.shape)) for k, v in trainable.items()}
+        mask = {k: decays(k, tuple(v.shape), layers) for k, v in trainable.items()}
         optimizer = optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay, mask=mask)
         if max_grad_norm:
             optimizer = optax.chain(optax.clip_by_global_norm(max_grad_norm), optimizer)

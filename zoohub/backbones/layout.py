@@ -1,0 +1,125 @@
+"""Checkpoint names <-> the params layout a task holds.
+
+A checkpoint names every layer's tensors (`model.layers.7.mlp.up_proj.weight`). A family with
+`Family.layers` set holds them once, stacked on a leading layer axis (`model.layers.mlp.up_proj.weight`
+[L, F, D]): one layout for every call on both backends (`lax.scan` on jax, a loop over views on
+numpy). Stacking happens once at load time, tensor by tensor; saving unstacks back to the
+checkpoint's names.
+
+    >>> import numpy as np
+    >>> flat = {"h.0.w": np.zeros((2, 3)), "h.1.w": np.ones((2, 3)), "wte.weight": np.zeros((5, 2))}
+    >>> stacked = {k: np.asarray(v) for k, v in stack_layers(flat, "h").items()}
+    >>> stacked["h.w"].shape, sorted(unstack_layers(stacked, "h"))
+    ((2, 2, 3), ['h.0.w', 'h.1.w', 'wte.weight'])
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+
+from zoohub.backbones.base import Family, Head, init_tensor
+
+
+class LayerStack:
+    """A stacked tensor not yet built: per-layer arrays (memory-mapped views) read slice by slice, so
+    a sharded or device copy never needs the whole stacked array on the host at once."""
+
+    def __init__(self, parts: list[np.ndarray]):
+        self.parts = parts
+        self.shape = (len(parts),) + tuple(parts[0].shape)
+        self.dtype = parts[0].dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        layers = range(len(self.parts))[index[0]] if index else range(len(self.parts))
+        rest = index[1:]
+        return np.stack([np.asarray(self.parts[i][rest]) for i in layers])
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def astype(self, dtype) -> "LayerStack":
+        return LayerStack([p.astype(dtype) for p in self.parts])
+
+
+def _layer_pattern(path: str) -> re.Pattern:
+    return re.compile(re.escape(path) + r"\.(\d+)\.(.+)$")
+
+
+def stack_layers(flat: Mapping[str, np.ndarray], path: str | None) -> dict:
+    """`path.{i}.name` tensors -> one `path.name` LayerStack each; other tensors unchanged."""
+    if path is None:
+        return dict(flat)
+    pattern, out, groups = _layer_pattern(path), {}, {}
+    for name, value in flat.items():
+        match = pattern.match(name)
+        if match is None:
+            out[name] = value
+        else:
+            groups.setdefault(f"{path}.{match.group(2)}", {})[int(match.group(1))] = value
+    for name, by_layer in groups.items():
+        if sorted(by_layer) != list(range(len(by_layer))):
+            raise ValueError(f"{name}: layers {sorted(by_layer)} are not numbered 0..{len(by_layer) - 1}")
+        out[name] = LayerStack([by_layer[i] for i in range(len(by_layer))])
+    return out
+
+
+def is_stacked(name: str, path: str | None) -> bool:
+    return path is not None and name.startswith(path + ".")
+
+
+def layer_name(name: str, path: str, index: int) -> str:
+    """The checkpoint name of layer `index` of stacked tensor `name`."""
+    return f"{path}.{index}.{name[len(path) + 1:]}"
+
+
+def unstack_layers(flat: Mapping[str, np.ndarray], path: str | None) -> dict[str, np.ndarray]:
+    """The inverse of `stack_layers` on host arrays: views, one per layer, under the checkpoint's names."""
+    out = {}
+    for name, value in flat.items():
+        if is_stacked(name, path):
+            out.update({layer_name(name, path, i): value[i] for i in range(value.shape[0])})
+        else:
+            out[name] = value
+    return out
+
+
+def tensor_spec(family: Family, name: str, stacked: bool) -> tuple | None:
+    """The family's tensor-parallel spec for a param (None when no rule names it)."""
+    for pattern, spec in family.sharding:
+        if re.search(pattern, name):
+            return ((None,) + tuple(spec)) if stacked and spec else tuple(spec)
+    return None
+
+
+def host_tensors(flat: Mapping, dtype=None) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, host array) one at a time (a stacked tensor is built just before it is handed on)."""
+    for name, value in flat.items():
+        arr = np.asarray(value)
+        yield name, (arr if dtype is None or not _is_float(arr) else arr.astype(dtype))
+
+
+def _is_float(arr) -> bool:
+    return arr.dtype.kind == "f" or arr.dtype.name == "bfloat16"
+
+
+def init_params(family: Family, config, *, head: Head | None = None, num_labels: int = 0, seed: int = 0) -> dict:
+    """Random params (transformers' init rules) in the task layout on the selected backend; for
+    examples, benchmarks and shape checks. A checkpoint loads with `zoohub.<Task>.from_preset`."""
+    from zoohub.backend import ops
+    from zoohub.presets.weights import unflatten
+
+    rng = np.random.default_rng(seed)
+    std = getattr(config, "initializer_range", 0.02)
+    shapes = {family.root(head) + k: s for k, s in family.shapes(config).items()}
+    if head is not None:
+        tied = head.tied if config.tie_word_embeddings else ()
+        shapes.update({k: s for k, s in head.shapes(config, num_labels).items() if k not in tied})
+        shapes.update({family.root(head) + k: family.optional_shapes(config)[k] for k in head.backbone_extras})
+    flat = {k: init_tensor(k, s, std=std, rng=rng) for k, s in shapes.items()}
+    o = ops()
+    return unflatten({k: o.asarray(v) for k, v in host_tensors(stack_layers(flat, family.layers_path(head)))})
