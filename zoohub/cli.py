@@ -10,7 +10,6 @@ Errors are one line on stderr; `--debug` shows the traceback.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import sys
@@ -32,48 +31,6 @@ def _set_backend(name: str | None) -> None:
         import zoohub
 
         zoohub.set_backend(name)
-
-
-# ---- data files --------------------------------------------------------------------------
-
-def read_labelled(path: str, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
-    """Texts and labels from a CSV (header row) or JSONL file, with errors that name the column/line."""
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{path}: no such file")
-    if p.suffix in (".jsonl", ".ndjson"):
-        rows = []
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    raise UsageError(f"{path}:{n}: not valid JSON") from None
-    else:
-        with open(p, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    if not rows:
-        raise UsageError(f"{path}: no rows")
-    for column in (text_column, label_column):
-        if column not in rows[0]:
-            raise UsageError(f"{path}: no column {column!r}; columns are {sorted(rows[0])}")
-    texts, labels = [], []
-    for n, row in enumerate(rows, 1):
-        text, label = row.get(text_column), row.get(label_column)
-        if not isinstance(text, str) or not text.strip():
-            raise UsageError(f"{path}: row {n} has an empty or non-text {text_column!r}")
-        if label is None or str(label).strip() == "":
-            raise UsageError(f"{path}: row {n} has no {label_column!r}")
-        texts.append(text)
-        labels.append(str(label).strip())
-    return texts, labels
-
-
-def label_ids(labels: list[str], names: list[str], where: str) -> list[int]:
-    unknown = sorted(set(labels) - set(names))
-    if unknown:
-        raise UsageError(f"{where}: labels {unknown} are not among the model's labels {names}")
-    return [names.index(label) for label in labels]
 
 
 # ---- verbs -------------------------------------------------------------------------------
@@ -221,6 +178,7 @@ def finetune(preset: str, train: tuple[list[str], list[str]], validation=None, *
 
     from zoohub.presets.folder import read_config
     from zoohub.presets.resolve import resolve_preset
+    from zoohub.tasks.training.files import label_ids
 
     texts, labels = train
     # Keep the preset's own head when it already knows these labels (decided from config.json alone).
@@ -242,6 +200,8 @@ def finetune(preset: str, train: tuple[list[str], list[str]], validation=None, *
 
 
 def cmd_finetune(args) -> None:
+    from zoohub.tasks.training.files import read_labelled
+
     train = read_labelled(args.train, args.text_column, args.label_column)
     val = read_labelled(args.validation, args.text_column, args.label_column) if args.validation else None
     clf, history = finetune(args.preset, train, val, epochs=args.epochs, batch_size=args.batch_size,

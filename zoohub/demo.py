@@ -21,7 +21,7 @@ def _step(n: int, text: str) -> None:
 def run_demo(preset: str = "starter_bert_tiny_en", *, epochs: int = 6, upload_to: str = "local://me/starter-sentiment") -> dict:
     """Run the demo; returns the accuracies before and after fine-tuning."""
     import zoohub
-    from zoohub.cli import label_ids, read_labelled
+    from zoohub.tasks.training.files import label_ids, read_labelled
 
     start = time.perf_counter()
     train_texts, train_labels = read_labelled(str(DATA / "train.csv"), "text", "label")

@@ -9,7 +9,8 @@ Tasks call these through `Task.fit` / `Task.evaluate`:
     {'loss': 0.41, 'accuracy': 1.0}
 
 Parts: `data` (user data -> fixed-shape batches, one adapter per task kind), `optim` (what trains,
-losses, the optax chain), `checkpoint` (per-epoch presets + optimizer state, resume), `loop`.
+losses, the optax chain), `checkpoint` (per-epoch presets + optimizer state, resume), `loop`,
+`files` (labelled CSV/JSONL files, as the CLI reads them).
 """
 from zoohub.tasks.training.loop import evaluate, fit
 
