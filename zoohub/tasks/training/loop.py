@@ -5,8 +5,10 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -107,15 +109,156 @@ def _validation(task, validation_data, max_length):
     return make_dataset(task, validation_data, what="validation_data", max_length=max_length)
 
 
-def _early_stopping(spec) -> dict | None:
-    if spec is None or spec is False:
-        return None
-    spec = {"patience": int(spec)} if isinstance(spec, (int, float)) and not isinstance(spec, bool) else dict(spec or {})
-    spec.setdefault("monitor", "val_loss")
-    spec.setdefault("patience", 2)
-    spec.setdefault("mode", "max" if "accuracy" in spec["monitor"] else "min")
-    spec.setdefault("restore_best", True)
-    return spec
+class EarlyStopping:
+    """Stop when the monitored metric has not improved for `patience` epochs in a row.
+
+    State: the `best` value, the epochs `waited` since it, and (with `restore_best`) a host copy of the
+    trainable params of the best epoch, which `fit` puts back at the end. Checkpoints keep `best` and
+    `waited`, so a resumed run goes on counting.
+    """
+
+    def __init__(self, *, monitor: str = "val_loss", patience: int | float = 2, mode: str | None = None,
+                 restore_best: bool = True):
+        self.monitor, self.patience, self.restore_best = monitor, patience, restore_best
+        self.mode = mode or ("max" if "accuracy" in monitor else "min")
+        self.best: float | None = None
+        self.waited = 0
+        self.best_params: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def from_spec(cls, spec: int | dict | None) -> EarlyStopping | None:
+        """fit's `early_stopping=`: None or False (off), a patience, or a dict of the constructor's arguments."""
+        if spec is None or spec is False:
+            return None
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            return cls(patience=int(spec))
+        spec = dict(spec or {})
+        known = ("monitor", "patience", "mode", "restore_best")
+        unknown = sorted(set(spec) - set(known))
+        if unknown:  # ignored, as they always were; the warning catches typos
+            log.warning("early_stopping ignores %s; it takes %s", unknown, ", ".join(known))
+        return cls(**{k: v for k, v in spec.items() if k in known})
+
+    def update(self, logs: dict[str, float], params: dict) -> bool:
+        """Record an epoch's metrics; True when training should stop. `params` are the trainable params
+        after the epoch, copied to the host when they are the best so far."""
+        value = logs.get(self.monitor)
+        if value is None:
+            raise InputError(f"early_stopping monitors {self.monitor!r}; available: {sorted(logs)}")
+        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+            self.best, self.waited = value, 0
+            if self.restore_best:
+                self.best_params = {k: np.array(v) for k, v in params.items()}
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+
+@dataclass
+class _Run:
+    """What one `fit` call carries from step to step, and what a checkpoint saves and resume restores."""
+
+    trainable: dict
+    opt_state: Any
+    epoch: int = 0  # epochs completed
+    step: int = 0  # train steps taken: dropout keys are folded from it
+    history: dict[str, list] = field(default_factory=lambda: {"epoch": [], "step_loss": []})
+
+
+def _optimizer_and_step(task, trainable: dict, *, total_steps: int | None, seed: int, compute_dtype: str | None,
+                        **opt_args):
+    """(optax chain, jitted train step), cached on the task: the same settings reuse the compiled step
+    (a new optax chain would mean a new compile)."""
+    lr, optimizer, schedule, warmup = (opt_args[k] for k in ("learning_rate", "optimizer", "schedule", "warmup"))
+    # Callables by identity; the step count only where the chain depends on it.
+    key = ("train_step", id(optimizer) if optimizer is not None else None, id(lr) if callable(lr) else lr,
+           schedule, warmup, total_steps if schedule != "constant" or isinstance(warmup, float) else None,
+           opt_args["weight_decay"], opt_args["max_grad_norm"], opt_args["grad_accumulation"], seed, compute_dtype,
+           tuple(sorted(trainable)))
+    if key not in task._compiled:
+        opt = build_optimizer(trainable, total_steps=total_steps, **opt_args)
+        task._compiled[key] = (opt, _train_step(task, opt, seed=seed, compute_dtype=compute_dtype))
+    return task._compiled[key]
+
+
+def _resume(run: _Run, checkpoint_dir, run_args: dict, stopping: EarlyStopping | None) -> None:
+    """Continue `run` (params, optimizer state, step, history) and the early-stopping counters from the
+    latest checkpoint in `checkpoint_dir`, when there is one."""
+    if checkpoint_dir is None:
+        raise InputError("resume=True needs checkpoint_dir= (where the earlier run wrote its checkpoints)")
+    found = load_checkpoint(Path(checkpoint_dir), trainable=run.trainable, opt_state=run.opt_state)
+    if found is None:
+        log.info("no checkpoint in %s yet; starting from epoch 1", checkpoint_dir)
+        return
+    run.trainable, run.opt_state, state = found
+    if state.get("run_args") != run_args:
+        log.warning("resuming with %s but the checkpoint was written with %s; the run will not "
+                    "match an uninterrupted one", run_args, state.get("run_args"))
+    run.epoch, run.step, run.history = state["epoch"], state["step"], state["history"]
+    if stopping is not None:
+        stopping.best, stopping.waited = state.get("best"), state.get("waited", 0)
+
+
+def _run_epoch(run: _Run, train_step, frozen: dict, batches: Iterable[dict], *, mesh, bar,
+               callbacks: Sequence[Callback]) -> tuple[np.ndarray, int, float, bool]:
+    """Train on `batches`, reporting each step to the bar, `history["step_loss"]` and the callbacks.
+
+    Returns (loss, count and correct sums, examples seen, seconds, whether a step callback asked to stop).
+    """
+    import jax.numpy as jnp
+
+    from zoohub.backend.sharding import shard_batch
+
+    sums, seen, started, pending = np.zeros(3), 0, time.perf_counter(), None
+
+    def report(result) -> bool:
+        nonlocal sums
+        s = np.asarray(result, np.float64)  # waits for that step only
+        sums += s
+        loss = s[0] / max(s[1], 1.0)
+        run.history["step_loss"].append(float(loss))
+        rate = seen / max(time.perf_counter() - started, 1e-9)
+        bar.update(1)
+        bar.set_postfix(loss=f"{sums[0] / max(sums[1], 1):.4f}", ex_s=f"{rate:.1f}")
+        logs = {"epoch": run.epoch + 1, "step": len(run.history["step_loss"]), "loss": float(loss)}
+        return any(cb("step", logs) for cb in callbacks)
+
+    for batch in batches:
+        if mesh is not None:  # data parallel: rows split over the mesh's "data" axis
+            batch = shard_batch(batch, mesh)
+        run.trainable, run.opt_state, result = train_step(run.trainable, run.opt_state, frozen, batch,
+                                                          jnp.int32(run.step))
+        run.step += 1
+        seen += int(batch["weights"].sum())
+        # Report the previous step while this one runs, so reading the loss never stalls the device.
+        if pending is not None and report(pending):
+            return sums, seen, time.perf_counter() - started, True
+        pending = result
+    stop = pending is not None and report(pending)
+    return sums, seen, time.perf_counter() - started, stop
+
+
+def _epoch_logs(task, sums: np.ndarray, seen: int, seconds: float, params: dict, val: Dataset | None,
+                batch_size: int) -> dict[str, float]:
+    """The epoch's training metrics and throughput, and `val_*` metrics when there is validation data."""
+    logs = dict(metrics(task.TASK, sums))
+    logs["examples_per_second"] = seen / max(seconds, 1e-9)
+    if val is not None:
+        logs.update({f"val_{k}": v for k, v in _run_eval(task, params, val, batch_size).items()})
+    return logs
+
+
+def _save(task, checkpoint_dir, run: _Run, frozen: dict, dtypes: dict, stopping: EarlyStopping | None,
+          run_args: dict) -> None:
+    """Write the epoch's checkpoint: the task as a preset (its params updated first) plus the training state."""
+    import jax.numpy as jnp
+
+    # Copies: the next step donates (overwrites) the trainable buffers.
+    task.params = _write_back({**frozen, **{k: jnp.copy(v) for k, v in run.trainable.items()}}, dtypes)
+    state = {"step": run.step, "history": run.history, "best": stopping.best if stopping else None,
+             "waited": stopping.waited if stopping else 0, "run_args": run_args}
+    save_checkpoint(Path(checkpoint_dir), epoch=run.epoch, task=task, trainable=run.trainable,
+                    opt_state=run.opt_state, state=state)
 
 
 def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: int = 16,
@@ -139,7 +282,7 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
         seed: fixes shuffling, dropout and nothing else; the same seed gives the same run.
         callbacks: functions `(event, logs)` called per "step" and "epoch"; returning True stops.
         early_stopping: patience (epochs without improvement of val_loss) or a dict with `monitor`,
-            `patience`, `mode`, `restore_best`.
+            `patience`, `mode`, `restore_best` (see `EarlyStopping`).
         checkpoint_dir, resume: a preset + optimizer state per epoch; `resume=True` continues exactly.
         verbose: progress bar; default on for a terminal unless ZOOHUB_QUIET is on (1/true/yes/on).
     Returns:
@@ -149,8 +292,7 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
         >>> history = clf.fit(texts, labels, epochs=3, validation_data=(val_texts, val_labels))  # doctest: +SKIP
     """
     import jax.numpy as jnp
-
-    from zoohub.backend.sharding import shard_batch
+    from tqdm.auto import tqdm
 
     ops(task.backend).require_training("fit")
     with using(task.backend):
@@ -158,9 +300,9 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
             raise InputError(f"epochs and batch_size must be >= 1, got epochs={epochs}, batch_size={batch_size}")
         train = make_dataset(task, x, y, epochs=epochs, max_length=max_length)
         val = _validation(task, validation_data, max_length)
-        stopping = _early_stopping(early_stopping)
-        if stopping and val is None and stopping["monitor"].startswith("val_"):
-            raise InputError(f"early_stopping monitors {stopping['monitor']!r}, which needs validation_data")
+        stopping = EarlyStopping.from_spec(early_stopping)
+        if stopping and val is None and stopping.monitor.startswith("val_"):
+            raise InputError(f"early_stopping monitors {stopping.monitor!r}, which needs validation_data")
 
         heads = (getattr(task, "lora_config", None) or {}).get("modules_to_save")
         trainable, frozen = split_params(task.params, heads)
@@ -169,107 +311,43 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
         trainable = {k: jnp.array(v, dtype=jnp.float32, copy=True) for k, v in trainable.items()}
         steps_per_epoch = train.num_batches(batch_size)
         total = None if steps_per_epoch is None else -(-steps_per_epoch * epochs // grad_accumulation)
-        # The same settings reuse the compiled step (a new optax chain would mean a new compile).
-        cache_key = ("train_step", id(optimizer) if optimizer is not None else None,
-                     learning_rate if not callable(learning_rate) else id(learning_rate), schedule, warmup,
-                     total if schedule != "constant" or isinstance(warmup, float) else None, weight_decay,
-                     max_grad_norm, grad_accumulation, seed, compute_dtype, tuple(sorted(trainable)))
-        if cache_key not in task._compiled:
-            opt = build_optimizer(trainable, optimizer=optimizer, learning_rate=learning_rate, schedule=schedule,
-                                  warmup=warmup, total_steps=total, weight_decay=weight_decay,
-                                  max_grad_norm=max_grad_norm, grad_accumulation=grad_accumulation)
-            task._compiled[cache_key] = (opt, _train_step(task, opt, seed=seed, compute_dtype=compute_dtype))
-        opt, train_step = task._compiled[cache_key]
-        opt_state = opt.init(trainable)
-
-        history: dict[str, list] = {"epoch": [], "step_loss": []}
-        start_epoch, step, best, waited, best_params = 0, 0, None, 0, None
+        opt, train_step = _optimizer_and_step(
+            task, trainable, total_steps=total, seed=seed, compute_dtype=compute_dtype, optimizer=optimizer,
+            learning_rate=learning_rate, schedule=schedule, warmup=warmup, weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm, grad_accumulation=grad_accumulation)
+        run = _Run(trainable, opt.init(trainable))
         run_args = {"seed": seed, "batch_size": batch_size, "grad_accumulation": grad_accumulation}
         if resume:
-            if checkpoint_dir is None:
-                raise InputError("resume=True needs checkpoint_dir= (where the earlier run wrote its checkpoints)")
-            found = load_checkpoint(Path(checkpoint_dir), trainable=trainable, opt_state=opt_state)
-            if found is None:
-                log.info("no checkpoint in %s yet; starting from epoch 1", checkpoint_dir)
-            else:
-                trainable, opt_state, state = found
-                if state.get("run_args") != run_args:
-                    log.warning("resuming with %s but the checkpoint was written with %s; the run will not "
-                                "match an uninterrupted one", run_args, state.get("run_args"))
-                start_epoch, step, history = state["epoch"], state["step"], state["history"]
-                best, waited = state.get("best"), state.get("waited", 0)
+            _resume(run, checkpoint_dir, run_args, stopping)
 
         quiet = env.quiet() if verbose is None else not verbose
-        stop = False
-        for epoch in range(start_epoch, epochs):
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
+        while run.epoch < epochs:
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {run.epoch + 1}/{epochs}", unit="step",
                        disable=quiet, leave=True, dynamic_ncols=True)
-            sums, seen, started, pending = np.zeros(3), 0, time.perf_counter(), None
-
-            def report(result) -> bool:
-                nonlocal sums
-                s = np.asarray(result, np.float64)  # waits for that step only
-                sums += s
-                loss = s[0] / max(s[1], 1.0)
-                history["step_loss"].append(float(loss))
-                rate = seen / max(time.perf_counter() - started, 1e-9)
-                bar.update(1)
-                bar.set_postfix(loss=f"{sums[0] / max(sums[1], 1):.4f}", ex_s=f"{rate:.1f}")
-                logs = {"epoch": epoch + 1, "step": len(history["step_loss"]), "loss": float(loss)}
-                return any(cb("step", logs) for cb in callbacks)
-
-            for batch in train.batches(batch_size, epoch=epoch, seed=seed, shuffle=shuffle):
-                if task.mesh is not None:  # data parallel: rows split over the mesh's "data" axis
-                    batch = shard_batch(batch, task.mesh)
-                trainable, opt_state, result = train_step(trainable, opt_state, frozen, batch, jnp.int32(step))
-                step += 1
-                seen += int(batch["weights"].sum())
-                # Report the previous step while this one runs, so reading the loss never stalls the device.
-                if pending is not None and report(pending):
-                    stop = True
-                    break
-                pending = result
-            if pending is not None and not stop and report(pending):
-                stop = True
-            elapsed = time.perf_counter() - started
+            batches = train.batches(batch_size, epoch=run.epoch, seed=seed, shuffle=shuffle)
+            sums, seen, seconds, stop = _run_epoch(run, train_step, frozen, batches, mesh=task.mesh, bar=bar,
+                                                   callbacks=callbacks)
             bar.close()
-            epoch_logs = {k: v for k, v in metrics(task.TASK, sums).items()}
-            epoch_logs["examples_per_second"] = seen / max(elapsed, 1e-9)
-            if val is not None:
-                epoch_logs.update({f"val_{k}": v for k, v in _run_eval(task, {**frozen, **trainable}, val, batch_size).items()})
-            history["epoch"].append(epoch + 1)
-            for k, v in epoch_logs.items():
-                history.setdefault(k, []).append(v)
+            logs = _epoch_logs(task, sums, seen, seconds, {**frozen, **run.trainable}, val, batch_size)
+            run.epoch += 1
+            run.history["epoch"].append(run.epoch)
+            for k, v in logs.items():
+                run.history.setdefault(k, []).append(v)
             if not quiet:
-                print(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k}={v:.4g}" for k, v in epoch_logs.items()),
+                print(f"epoch {run.epoch}/{epochs}: " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()),
                       file=sys.stderr)
-            if stopping:
-                value = epoch_logs.get(stopping["monitor"])
-                if value is None:
-                    raise InputError(f"early_stopping monitors {stopping['monitor']!r}; available: {sorted(epoch_logs)}")
-                better = best is None or (value < best if stopping["mode"] == "min" else value > best)
-                if better:
-                    best, waited = value, 0
-                    if stopping["restore_best"]:
-                        best_params = {k: np.array(v) for k, v in trainable.items()}
-                else:
-                    waited += 1
-                    stop = stop or waited >= stopping["patience"]
-            if any(cb("epoch", {"epoch": epoch + 1, **epoch_logs}) for cb in callbacks):
+            if stopping and stopping.update(logs, run.trainable):
+                stop = True
+            if any(cb("epoch", {"epoch": run.epoch, **logs}) for cb in callbacks):
                 stop = True
             if checkpoint_dir is not None:
-                task.params = _write_back({**frozen, **{k: jnp.copy(v) for k, v in trainable.items()}}, dtypes)
-                save_checkpoint(Path(checkpoint_dir), epoch=epoch + 1, task=task, trainable=trainable,
-                                opt_state=opt_state, state={"step": step, "history": history, "best": best,
-                                                            "waited": waited, "run_args": run_args})
+                _save(task, checkpoint_dir, run, frozen, dtypes, stopping, run_args)
             if stop:
                 break
-        if best_params is not None:
-            trainable = {k: jnp.asarray(v) for k, v in best_params.items()}
-        task.params = _write_back({**frozen, **trainable}, dtypes)
-        return history
+        if stopping and stopping.best_params is not None:
+            run.trainable = {k: jnp.asarray(v) for k, v in stopping.best_params.items()}
+        task.params = _write_back({**frozen, **run.trainable}, dtypes)
+        return run.history
 
 
 def _write_back(flat: dict, dtypes: dict) -> dict:
