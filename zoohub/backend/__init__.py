@@ -76,8 +76,3 @@ def ops(name: str | None = None) -> ModuleType:
     if name not in _ops_cache:
         _ops_cache[name] = importlib.import_module(f"zoohub.backend.{name}_ops")
     return _ops_cache[name]
-
-
-def xp():
-    """The array namespace of the selected backend: `numpy` or `jax.numpy`."""
-    return ops().xp

@@ -7,14 +7,12 @@ from zoohub.layers.core import (
     ACTIVATIONS, KeyStream, activation, dense_mlp, dropout, embedding, gated_mlp, get_path, layer_norm,
     linear, rms_norm,
 )
-from zoohub.layers.attention import (
-    attention, causal_mask, combine_masks, padding_mask, sliding_window_mask,
-)
+from zoohub.layers.attention import attention, causal_mask, padding_mask
 from zoohub.layers.rope import apply_rope, rope_cos_sin, rope_frequencies
 from zoohub.layers.pooling import pool
 
 __all__ = [
     "ACTIVATIONS", "KeyStream", "dropout", "get_path", "activation", "dense_mlp", "embedding", "gated_mlp", "layer_norm", "linear",
-    "rms_norm", "attention", "causal_mask", "combine_masks", "padding_mask", "sliding_window_mask",
+    "rms_norm", "attention", "causal_mask", "padding_mask",
     "apply_rope", "rope_cos_sin", "rope_frequencies", "pool",
 ]

@@ -62,18 +62,3 @@ def causal_mask(query_positions, key_positions, *, window: int | None = None):
     if window is not None:
         allowed = allowed & (diff < window)
     return allowed[:, None]
-
-
-def sliding_window_mask(query_positions, key_positions, window: int):
-    """Causal mask restricted to the last `window` keys (Mistral, Gemma 2 local layers)."""
-    return causal_mask(query_positions, key_positions, window=window)
-
-
-def combine_masks(*masks):
-    """Logical AND of the masks that are not None (None when all are)."""
-    out = None
-    for m in masks:
-        if m is None:
-            continue
-        out = m if out is None else out & m
-    return out

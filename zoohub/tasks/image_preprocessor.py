@@ -65,7 +65,6 @@ class ImagePreprocessor:
         self.do_normalize = bool(config.get("do_normalize", True))
         self.mean = np.asarray(config.get("image_mean", IMAGENET_STANDARD_MEAN), np.float32)
         self.std = np.asarray(config.get("image_std", IMAGENET_STANDARD_STD), np.float32)
-        self.do_convert_rgb = config.get("do_convert_rgb")
 
     def to_config(self) -> dict:
         """The preprocessor_config.json to save (transformers loads it as a ViTImageProcessor)."""

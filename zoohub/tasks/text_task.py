@@ -13,8 +13,6 @@ from zoohub.tasks.tokenizer import bucket_length, pad_batch
 
 log = logging.getLogger("zoohub")
 
-TokenInputs = Mapping[str, np.ndarray]
-
 
 def as_text_list(texts, what: str = "texts") -> list[str]:
     """A list of strings from a string or a sequence of strings, with a clear error otherwise."""

@@ -18,7 +18,6 @@ from tokenizers import processors
 
 from zoohub.errors import CorruptFileError, MissingFileError
 
-SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
 
