@@ -31,3 +31,11 @@ def _compilation_cache(tmp_path_factory):
 
     jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """Each family's tiny checkpoint (from `Family.recipe`), built by transformers on first use."""
+    from tests.tiny import TinyCheckpoints
+
+    return TinyCheckpoints(tmp_path_factory.mktemp("tiny"))

@@ -132,10 +132,8 @@ def test_cache_list_and_clear(home):
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    from tests.decoder.conftest import _build
-
-    return _build("llama", str(tmp_path_factory.mktemp("cli_llama")))
+def tiny_llama(tiny):
+    return str(tiny.folder("llama", "causal_lm"))
 
 
 def test_generate_streams_the_same_text_as_the_api(home, tiny_llama):

@@ -89,10 +89,25 @@ def test_fit_on_a_mesh_matches_single_device_training():
 def test_generation_on_a_mesh_matches_single_device():
     assert run_on_8_devices(f"""
         sys.path.insert(0, {ROOT!r})
-        from tests.decoder.conftest import _build
-        path = _build("llama", tempfile.mkdtemp())
+        from tests.tiny import build
+        path = pathlib.Path(tempfile.mkdtemp())
+        build("llama", "causal_lm", path)
         prompts = ["the cat sat", "a dog"]
         a = zoohub.CausalLM.from_preset(path).generate(prompts, max_new_tokens=10)
         b = zoohub.CausalLM.from_preset(path, mesh=make_mesh(data=2, model=4)).generate(prompts, max_new_tokens=10)
         print(a == b and len(a[0]) > 0)
     """) == "True"
+
+
+def test_a_large_tensor_no_rule_names_is_logged_when_replicated(caplog):
+    import numpy as np
+
+    from zoohub.backend.sharding import REPLICATE_WARN_BYTES, make_mesh, place
+
+    mesh = make_mesh(model=1)
+    big = np.zeros((REPLICATE_WARN_BYTES // 4 + 1,), np.float32)
+    with caplog.at_level("WARNING", logger="zoohub"):
+        place({"unnamed.weight": big, "small.weight": np.zeros(3, np.float32), "named.weight": big},
+              mesh, {"named.weight": ()})
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "unnamed.weight" in warned[0] and "no tensor-parallel rule" in warned[0]

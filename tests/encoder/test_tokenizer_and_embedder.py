@@ -10,10 +10,10 @@ import pytest
 import zoohub
 from zoohub.tasks.tokenizer import Tokenizer
 
-from .conftest import PAIRS, TEXTS, torch, transformers
+from .conftest import FAMILIES, PAIRS, TEXTS, torch, transformers
 
 
-@pytest.mark.parametrize("model_type", ["bert", "roberta", "distilbert"])
+@pytest.mark.parametrize("model_type", FAMILIES)
 def test_token_ids_equal_transformers(encoder_checkpoints, model_type):
     folder, _, tokenizer = encoder_checkpoints[(model_type, "backbone")]
     model = zoohub.Backbone.from_preset(folder)
@@ -29,7 +29,7 @@ def test_vocab_txt_only_folder_loads(encoder_checkpoints, tmp_path):
     folder, _, tokenizer = encoder_checkpoints[("bert", "backbone")]
     for name in ("config.json", "model.safetensors"):
         shutil.copy(folder / name, tmp_path / name)
-    shutil.copy(folder.parent / "bert_tok0" / "vocab.txt", tmp_path / "vocab.txt")
+    shutil.copy(folder / "vocab.txt", tmp_path / "vocab.txt")  # the recipe's WordPiece vocabulary
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
     model = zoohub.Backbone.from_preset(tmp_path)
     # do_lower_case=True: upper-case input maps to the lower-case vocabulary
@@ -45,9 +45,8 @@ def test_vocab_txt_only_folder_loads(encoder_checkpoints, tmp_path):
 
 def test_vocab_json_merges_folder_loads(encoder_checkpoints, tmp_path):
     folder, _, tokenizer = encoder_checkpoints[("roberta", "backbone")]
-    tok_dir = folder.parent / "roberta_tok0"
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(tok_dir / name, tmp_path / name)
+    for name in ("vocab.json", "merges.txt"):  # the recipe's byte-level BPE, in the older two-file form
+        shutil.copy(folder / name, tmp_path / name)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"cls_token": "<s>", "sep_token": "</s>", "pad_token": "<pad>"}))
     tok = Tokenizer.from_folder(tmp_path)
     ids, _ = tok.encode_batch(TEXTS, max_length=None)

@@ -75,3 +75,19 @@ def test_bad_lm_data(decoder_dirs):
         lm.fit([{"prompt": "a", "response": 3}])
     with pytest.raises(InputError, match="empty"):
         lm.fit([])
+
+
+def test_checkpoint_of_a_stacked_decoder_stores_no_tensor_twice(decoder_dirs, tmp_path):
+    """Fully fine-tuned stacked layers are found in the epoch's preset (under per-layer names), so
+    the state folder holds only the float32 masters that differ from it: none in float32."""
+    from safetensors.numpy import load_file
+
+    lm = zoohub.CausalLM.from_preset(decoder_dirs["llama"])
+    lm.fit(RECORDS, epochs=1, batch_size=4, learning_rate=1e-3, checkpoint_dir=tmp_path, verbose=False)
+    assert load_file(str(tmp_path / "epoch-0001.state" / "trainable.safetensors")) == {}
+    again = zoohub.CausalLM.from_preset(decoder_dirs["llama"])
+    history = again.fit(RECORDS, epochs=1, batch_size=4, learning_rate=1e-3, checkpoint_dir=tmp_path, resume=True,
+                        verbose=False)
+    assert history["epoch"] == [1]  # nothing left to train: resumed at the end of epoch 1
+    np.testing.assert_array_equal(np.asarray(again.params["model"]["layers"]["mlp"]["up_proj"]["weight"]),
+                                  np.asarray(lm.params["model"]["layers"]["mlp"]["up_proj"]["weight"]))

@@ -135,3 +135,14 @@ def test_numpy_backend_cannot_fit(bert_classifier_dir):
         clf.fit(["a good"], [1])
     # evaluate is inference: it works on numpy.
     assert set(clf.evaluate(["a good"], [1])) == {"loss", "accuracy"}
+
+
+def test_weight_decay_skips_biases_and_norms_of_stacked_layers():
+    from zoohub.tasks.training.optim import decays
+
+    layers = "model.layers"
+    assert decays("model.layers.mlp.up_proj.weight", (2, 80, 48), layers)
+    assert not decays("model.layers.mlp.up_proj.bias", (2, 80), layers)         # a bias per layer
+    assert not decays("transformer.h.ln_1.weight", (2, 48), "transformer.h")    # GPT-2's LayerNorm per layer
+    assert decays("model.embed_tokens.weight", (97, 48), layers)
+    assert not decays("bert.encoder.layer.0.output.dense.bias", (48,))

@@ -11,6 +11,8 @@ from zoohub.backend import using
 from zoohub.errors import InputError
 from zoohub.tasks.image_preprocessor import ImagePreprocessor
 
+from tests.tiny import families_with, model_class
+
 from .conftest import color_images
 
 torch = pytest.importorskip("torch")
@@ -18,20 +20,22 @@ transformers = pytest.importorskip("transformers")
 Image = pytest.importorskip("PIL.Image")
 
 
-def reference(folder, images):
+def reference(folder, images, model_type="vit"):
     processor = transformers.ViTImageProcessorPil.from_pretrained(folder)
     pixels = processor(images=images, return_tensors="np")["pixel_values"]
-    model = transformers.ViTForImageClassification.from_pretrained(folder).eval()
+    model = model_class(model_type, "image_classifier").from_pretrained(folder).eval()
     with torch.no_grad():
         return pixels, model(pixel_values=torch.from_numpy(pixels)).logits.numpy()
 
 
 @pytest.mark.parametrize("backend", ["jax", "numpy"])
-def test_parity_with_transformers(vit_dir, backend):
+@pytest.mark.parametrize("model_type", families_with("image_classifier"))  # every image family in the table
+def test_parity_with_transformers(tiny, model_type, backend):
+    folder = tiny.folder(model_type, "image_classifier")
     images, _ = color_images(5, seed=1)
-    pixels, logits = reference(vit_dir, images)
+    pixels, logits = reference(folder, images, model_type)
     with using(backend):
-        clf = zoohub.ImageClassifier.from_preset(vit_dir)
+        clf = zoohub.ImageClassifier.from_preset(folder)
     assert clf.backend == backend and clf.labels == ["red", "green", "blue"]
     np.testing.assert_array_equal(clf.preprocess(images)["pixel_values"], pixels)
     np.testing.assert_allclose(clf.logits(images), logits, atol=1e-4)

@@ -87,6 +87,8 @@ class ModelConfig:
 
     extra: dict = field(default_factory=dict, compare=False, repr=False)
     """Metadata and accepted checked keys, kept for saving."""
+    read: frozenset = field(default=frozenset(), compare=False, repr=False)
+    """The keys config.json had: saving writes each back, even a null (others only when set)."""
 
     @classmethod
     def checks(cls) -> dict[str, Check]:
@@ -106,7 +108,7 @@ class ModelConfig:
 
     @classmethod
     def handled_keys(cls) -> list[str]:
-        return sorted(f.name for f in dataclasses.fields(cls) if f.name != "extra")
+        return sorted(f.name for f in dataclasses.fields(cls) if f.name not in ("extra", "read"))
 
     @classmethod
     def from_hf(cls, hf: Mapping) -> "ModelConfig":
@@ -128,13 +130,15 @@ class ModelConfig:
                     f"the model's outputs, so it is not ignored (handled keys: {', '.join(sorted(fields))})")
             extra[key] = value
         try:
-            return cls(**known, extra=extra)
+            return cls(**known, extra=extra, read=frozenset(hf))
         except TypeError as e:
             raise UnsupportedConfigError(f"{cls.MODEL_TYPE} config is incomplete: {e}") from None
 
     def to_hf(self) -> dict:
         out = dict(self.extra)
-        out.update({name: getattr(self, name) for name in self.handled_keys()})
+        # A null the file did not have is left out: transformers derives it (head_dim, rope_theta...).
+        out.update({name: getattr(self, name) for name in self.handled_keys()
+                    if getattr(self, name) is not None or name in self.read})
         out["model_type"] = self.MODEL_TYPE
         return out
 

@@ -49,9 +49,6 @@ class DecoderConfig(ModelConfig):
 
     CHECKS = ROPE_CHECKS
     DEFAULT_ROPE_THETA: ClassVar[float] = 10000.0
-    # Fields written back only when set: transformers fills them from other fields.
-    DROP_IF_NONE: ClassVar[tuple[str, ...]] = ("head_dim", "num_key_value_heads", "rope_theta", "rope_scaling",
-                                               "rope_parameters", "layer_types", "max_window_layers")
 
     vocab_size: int                          # V
     hidden_size: int                         # D
@@ -100,13 +97,6 @@ class DecoderConfig(ModelConfig):
             theta = params.get("rope_theta", self.rope_theta or self.DEFAULT_ROPE_THETA)
             return float(theta), dict(params)
         return float(self.rope_theta or self.DEFAULT_ROPE_THETA), self.rope_scaling
-
-    def to_hf(self) -> dict:
-        out = super().to_hf()
-        for key in self.DROP_IF_NONE:
-            if out.get(key, 0) is None:
-                del out[key]
-        return out
 
 
 # ---- the KV cache, positions and masks ------------------------------------------------------------

@@ -126,7 +126,6 @@ class Gemma3TextConfig(Gemma2Config):
     attn_logit_softcapping: float | None = None
     rope_local_base_freq: float | None = None   # transformers 4.x form of the local RoPE base
     sliding_window_pattern: int | None = None   # 4.x: every n-th layer is global (default 6)
-    DROP_IF_NONE = Gemma2Config.DROP_IF_NONE + ("rope_local_base_freq", "sliding_window_pattern")
 
     def attention_kinds(self) -> list[str]:
         if self.layer_types is not None:

@@ -46,7 +46,6 @@ class LlamaConfig(DecoderConfig):
     QK_NORM: ClassVar[bool] = False
     QKV_BIAS: ClassVar[bool | None] = None   # None: `attention_bias` decides (and covers o_proj too)
 
-    DROP_IF_NONE = DecoderConfig.DROP_IF_NONE + ("sliding_window",)
 
     hidden_act: str = "silu"
     attention_bias: bool = False
@@ -64,7 +63,6 @@ class MistralConfig(LlamaConfig):
     """
 
     MODEL_TYPE = "mistral"
-    DROP_IF_NONE = DecoderConfig.DROP_IF_NONE  # an explicit null window must survive a save
     max_position_embeddings: int = 131072
     sliding_window: int | None = 4096  # transformers' default; an explicit null turns it off
 

@@ -81,12 +81,6 @@ class CausalLM(Task):
         self.generation_config: dict = json.loads(raw) if raw else {}
         self.preprocessor = CausalLMPreprocessor(self.tokenizer) if self.tokenizer else None
 
-    # ---- the pure function ---------------------------------------------------------------------
-    def _outputs(self, params, inputs, rng=None):
-        """Logits [B, T, V] (float32) for `input_ids`, `attention_mask`, optional `position_ids`."""
-        hidden = self.family.forward(params[self.family.prefix], self.config, inputs, rng=rng)
-        return self.head(params, self.config, hidden, inputs, rng=rng)
-
     def _inputs(self, x, *, left: bool = True) -> dict[str, np.ndarray]:
         if isinstance(x, Mapping):
             out = {k: np.asarray(v) for k, v in x.items()}

@@ -43,8 +43,11 @@ _TASK_TYPES = {"text_classifier": "SEQ_CLS", "causal_lm": "CAUSAL_LM", "masked_l
 
 
 def in_modules(name: str, modules) -> bool:
-    """Whether tensor `name` belongs to one of `modules` (PEFT's module-name suffix match)."""
-    return any(f".{name}".find(f".{m}.") >= 0 for m in modules or ())
+    """Whether tensor `name` belongs to a module whose name ends with one of `modules`: PEFT's
+    `modules_to_save` rule, a plain suffix (so "classifier" takes DistilBERT's `pre_classifier` too)."""
+    parts = name.split(".")[:-1]
+    prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(p.endswith(m) for p in prefixes for m in modules or ())
 
 
 def lora_modules(params) -> list[str]:

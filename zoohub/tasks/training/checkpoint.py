@@ -23,6 +23,7 @@ from safetensors.numpy import load_file, save_file
 
 from zoohub.errors import CorruptFileError, InputError
 from zoohub.presets.folder import write_folder
+from zoohub.backbones.layout import stack_layers
 from zoohub.presets.weights import read_weights
 
 LATEST = "latest.json"
@@ -41,7 +42,7 @@ def save_checkpoint(folder: Path, *, epoch: int, task, trainable: dict, opt_stat
     folder.mkdir(parents=True, exist_ok=True)
     name = f"epoch-{epoch:04d}"
     task.save_to_preset(folder / name)
-    saved = read_weights(folder / name)
+    saved = _preset_tensors(folder / name, task.family.layers_path(task.head))
     host = {k: np.array(v) for k, v in trainable.items()}  # np.array copies: the step donates these buffers
     # Tensors the preset already holds bit for bit are not stored twice.
     extra = {k: v for k, v in host.items()
@@ -65,7 +66,13 @@ def save_checkpoint(folder: Path, *, epoch: int, task, trainable: dict, opt_stat
     return folder / name
 
 
-def load_checkpoint(folder: Path, *, trainable: dict, opt_state) -> tuple[dict, object, dict] | None:
+def _preset_tensors(folder: Path, layers: str | None) -> dict:
+    """A saved preset's tensors in the task's param layout (stacked layers stacked on access)."""
+    return stack_layers(read_weights(folder), layers)
+
+
+def load_checkpoint(folder: Path, *, trainable: dict, opt_state, layers: str | None = None
+                    ) -> tuple[dict, object, dict] | None:
     """(trainable params, optimizer state, state.json) of the latest checkpoint, or None if there is none.
 
     `trainable` and `opt_state` are freshly initialised ones: they give the expected names, shapes
@@ -87,7 +94,7 @@ def load_checkpoint(folder: Path, *, trainable: dict, opt_state) -> tuple[dict, 
             k for k in expected if state["trainable"].get(k) != expected[k]][:3]
         raise InputError(f"{folder}: the checkpoint trained different parameters than this task has "
                          f"(first differences: {diff}); was LoRA enabled the same way?")
-    preset = read_weights(folder / latest["preset"])
+    preset = _preset_tensors(folder / latest["preset"], layers)
     extra = load_file(str(folder / latest["state"] / "trainable.safetensors"))
     params = {}
     for k, v in trainable.items():

@@ -176,17 +176,18 @@ def _optimizer_and_step(task, trainable: dict, *, total_steps: int | None, seed:
            opt_args["weight_decay"], opt_args["max_grad_norm"], opt_args["grad_accumulation"], seed, compute_dtype,
            tuple(sorted(trainable)))
     if key not in task._compiled:
-        opt = build_optimizer(trainable, total_steps=total_steps, **opt_args)
+        opt = build_optimizer(trainable, total_steps=total_steps, layers=task.family.layers_path(task.head), **opt_args)
         task._compiled[key] = (opt, _train_step(task, opt, seed=seed, compute_dtype=compute_dtype))
     return task._compiled[key]
 
 
-def _resume(run: _Run, checkpoint_dir, run_args: dict, stopping: EarlyStopping | None) -> None:
+def _resume(task, run: _Run, checkpoint_dir, run_args: dict, stopping: EarlyStopping | None) -> None:
     """Continue `run` (params, optimizer state, step, history) and the early-stopping counters from the
     latest checkpoint in `checkpoint_dir`, when there is one."""
     if checkpoint_dir is None:
         raise InputError("resume=True needs checkpoint_dir= (where the earlier run wrote its checkpoints)")
-    found = load_checkpoint(Path(checkpoint_dir), trainable=run.trainable, opt_state=run.opt_state)
+    found = load_checkpoint(Path(checkpoint_dir), trainable=run.trainable, opt_state=run.opt_state,
+                            layers=task.family.layers_path(task.head))
     if found is None:
         log.info("no checkpoint in %s yet; starting from epoch 1", checkpoint_dir)
         return
@@ -318,7 +319,7 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
         run = _Run(trainable, opt.init(trainable))
         run_args = {"seed": seed, "batch_size": batch_size, "grad_accumulation": grad_accumulation}
         if resume:
-            _resume(run, checkpoint_dir, run_args, stopping)
+            _resume(task, run, checkpoint_dir, run_args, stopping)
 
         quiet = env.quiet() if verbose is None else not verbose
         while run.epoch < epochs:
