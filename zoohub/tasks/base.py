@@ -18,6 +18,7 @@ from zoohub.backbones import Family, Head, get_family
 from zoohub.backbones.layout import host_tensors, is_stacked, stack_layers, tensor_spec, unstack_layers
 from zoohub.backbones.loading import LoadReport, load_params
 from zoohub.backend import get_backend, ops, using
+from zoohub.backend.memory import release_free_memory
 from zoohub.errors import BackendError, UnsupportedArchitectureError
 from zoohub.presets.folder import ZOOHUB_FILE, read_config, read_json, save_preset_folder
 from zoohub.presets.resolve import resolve_preset
@@ -59,7 +60,10 @@ def to_backend(flat: dict[str, np.ndarray], family: Family, head: Head | None, d
         specs = {name: tensor_spec(family, name, is_stacked(name, layers)) for name in flat}
         return unflatten(place(flat, mesh, specs, dtype=target))
     o = ops()
-    return unflatten({name: o.asarray(arr) for name, arr in host_tensors(flat, target)})
+    params = unflatten({name: o.asarray(arr) for name, arr in host_tensors(flat, target)})
+    if o.name == "jax":
+        release_free_memory()  # the host-side stacking copies are gone; give their heap pages back
+    return params
 
 
 def checkpoint_tensors(task, flat: dict) -> dict[str, np.ndarray]:

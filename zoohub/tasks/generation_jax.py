@@ -17,6 +17,7 @@ import numpy as np
 from jax import lax
 
 from zoohub.backbones.decoder import KVCache
+from zoohub.backend.memory import release_free_memory
 from zoohub.tasks.generation import GenerationSettings, feed_position, model_step, new_cache, pick_tokens
 from zoohub.tasks.tokenizer import bucket_length
 
@@ -114,11 +115,15 @@ def decode_jax(task, params, ids: np.ndarray, mask: np.ndarray, s: GenerationSet
     padded_ids, padded_mask = _pad_inputs(ids, mask, s.pad_token_id)
     total = padded_ids.shape[1] + bucket_length(s.max_new_tokens, minimum=16)
     sampling = Sampling.of(s)
+    compiles = prefill._cache_size() + decode._cache_size()
     state = prefill(params, padded_ids, padded_mask, sampling, jnp.uint32(s.seed), total=total, do_sample=s.do_sample)
     shown = 0
     while True:
         limit = s.max_new_tokens if chunk is None else min(s.max_new_tokens, shown + chunk)
         state = decode(params, state, sampling, jnp.int32(limit), do_sample=s.do_sample)
+        if prefill._cache_size() + decode._cache_size() != compiles:  # XLA compiled: hand back its working memory
+            compiles = prefill._cache_size() + decode._cache_size()
+            release_free_memory()
         step = int(state.step)
         yield np.asarray(state.out[:b, shown:step])
         shown = step
