@@ -168,6 +168,9 @@ class Head:
     """Head tensors that are the token embedding table when `config.tie_word_embeddings` (and the file leaves them out)."""
     backbone_extras: tuple[str, ...] = ()
     """Optional backbone tensors this head needs (BERT's pooler)."""
+    trained_with_lora: tuple[str, ...] = ()
+    """Head modules that train beside LoRA adapters and are saved with them (PEFT's `modules_to_save`,
+    matched by name suffix): a new classifier must learn, a language-model head need not."""
     ignored: tuple[str, ...] = ()
     """Regexes of stored head tensors that are aliases or buffers (never loaded)."""
     tie_to: str = ""

@@ -212,6 +212,7 @@ def _family(model_type: str, config_class, prefix: str, arch: str, recipe: TinyR
     if is_bert:
         classifier = Head(
             task="text_classifier", architecture=f"{arch}ForSequenceClassification", apply=bert_classifier,
+            trained_with_lora=("classifier",),
             shapes=lambda c, n: {"classifier.weight": (n, d(c)), "classifier.bias": (n,)},
             backbone_extras=("pooler.dense.weight", "pooler.dense.bias"),
         )
@@ -228,6 +229,7 @@ def _family(model_type: str, config_class, prefix: str, arch: str, recipe: TinyR
     else:
         classifier = Head(
             task="text_classifier", architecture=f"{arch}ForSequenceClassification", apply=roberta_classifier,
+            trained_with_lora=("classifier",),
             shapes=lambda c, n: {
                 "classifier.dense.weight": (d(c), d(c)), "classifier.dense.bias": (d(c),),
                 "classifier.out_proj.weight": (n, d(c)), "classifier.out_proj.bias": (n,),

@@ -119,6 +119,7 @@ FAMILIES = {
         heads={
             "text_classifier": Head(
                 task="text_classifier", architecture="DistilBertForSequenceClassification", apply=classifier,
+                trained_with_lora=("classifier",),
                 shapes=lambda c, n: {"pre_classifier.weight": (c.dim, c.dim), "pre_classifier.bias": (c.dim,),
                                      "classifier.weight": (n, c.dim), "classifier.bias": (n,)},
             ),

@@ -167,6 +167,7 @@ FAMILIES = {
         heads={
             "image_classifier": Head(
                 task="image_classifier", architecture="ViTForImageClassification", apply=image_classifier,
+                trained_with_lora=("classifier",),
                 shapes=lambda c, n: {"classifier.weight": (n, c.hidden_size), "classifier.bias": (n,)},
             ),
         },

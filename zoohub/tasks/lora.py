@@ -35,9 +35,6 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 
-# Classifier heads train beside the adapters and are saved in the adapter file, as PEFT's
-# `modules_to_save` (for SEQ_CLS it adds "classifier" and "score" by itself).
-HEAD_MODULES = {"text_classifier": ("classifier", "score"), "image_classifier": ("classifier",)}
 _TASK_TYPES = {"text_classifier": "SEQ_CLS", "causal_lm": "CAUSAL_LM", "masked_lm": None,
                "image_classifier": None, "backbone": "FEATURE_EXTRACTION", "text_embedder": "FEATURE_EXTRACTION"}
 
@@ -130,8 +127,8 @@ def enable_lora(task, rank: int = 8, alpha: float = 16, targets: Sequence[str] |
 
 
 def _head_modules(task) -> list[str] | None:
-    roots = {k.split(".")[0] for k in flatten(task.params)}
-    return [m for m in HEAD_MODULES.get(task.TASK, ()) if m in roots] or None
+    """The head's modules that train beside the adapters (the family declares them on its Head)."""
+    return list(task.head.trained_with_lora) if task.head is not None and task.head.trained_with_lora else None
 
 
 def merged_tensors(task) -> dict[str, np.ndarray]:
