@@ -138,12 +138,12 @@ def test_manifest_records_sizes_and_hashes(tmp_path):
     assert meta["num_params"] > 0 and meta["preprocessing"]["sequence_length"] == 7
     assert set(meta["files"]) == {"config.json", "model.safetensors"}
     assert meta["files"]["model.safetensors"]["size"] == (out / "model.safetensors").stat().st_size
-    from zoohub.presets.folder import verify_manifest
+    from zoohub.hub.integrity import check_manifest
 
-    verify_manifest(out)
+    check_manifest(out)
     (out / "config.json").write_text((out / "config.json").read_text() + " ")
     with pytest.raises(errors.CorruptFileError, match="config.json"):
-        verify_manifest(out)
+        check_manifest(out)
 
 
 def test_bad_text_input(tmp_path):

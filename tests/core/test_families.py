@@ -59,10 +59,6 @@ def _inputs(model_type: str, preprocessor):
     return ENCODER_TEXTS, dict(enc)
 
 
-def _logits(model, x):
-    return model.logits(x)
-
-
 @pytest.mark.parametrize("model_type", ALL_FAMILIES)
 def test_default_lora_targets_give_a_peft_adapter_and_a_merged_checkpoint(tiny, model_type, tmp_path):
     from peft import PeftModel
@@ -72,7 +68,7 @@ def test_default_lora_targets_give_a_peft_adapter_and_a_merged_checkpoint(tiny, 
     with using("numpy"):
         model = TASK_CLASSES[task].from_preset(folder)
     ours_in, ref_in = _inputs(model_type, preprocessor)
-    base = _logits(model, ours_in)
+    base = model.logits(ours_in)
     adapted = model.enable_lora(rank=4, alpha=8)
     targets = get_family(model_type).lora_targets
     assert adapted and all(name.rsplit(".", 1)[-1] in targets for name in adapted)
@@ -81,7 +77,7 @@ def test_default_lora_targets_give_a_peft_adapter_and_a_merged_checkpoint(tiny, 
     flat = {k: (rng.normal(0, 0.3, v.shape).astype(v.dtype) if k.endswith("lora_B.weight") else v)
             for k, v in flatten(model.params).items()}
     model.params = unflatten(flat)
-    ours = _logits(model, ours_in)
+    ours = model.logits(ours_in)
     assert np.abs(ours - base).max() > 1e-3
 
     model.save_lora(tmp_path / "adapter")

@@ -7,9 +7,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from tests.tiny import ENCODER_TEXTS as TEXTS, families_with  # noqa: E402
+from tests.tiny import ENCODER_TEXTS, families_with  # noqa: E402
 from zoohub.backbones import get_family  # noqa: E402
 
+TEXTS = ENCODER_TEXTS
 PAIRS = ["good", "the city is not bad", "a"]
 # Every registered text family with an encoder head, and each of its tasks.
 FAMILIES = [t for t in families_with("text_classifier", "masked_lm") if get_family(t).input_kind == "text"]

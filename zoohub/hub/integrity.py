@@ -25,14 +25,15 @@ class Digests:
     git_sha1: str  # git's blob id: sha1 of b"blob <size>\0" + content (the Hub's oid of regular files)
 
 
-def compute(path: Path) -> Digests:
+def compute(path: Path, *, git_sha1: bool = True) -> Digests:
+    """sha256 and (unless told not to) git's blob id of a file, in one read."""
     size = path.stat().st_size
-    sha256, sha1 = hashlib.sha256(), hashlib.sha1(f"blob {size}\0".encode())
+    hashes = [hashlib.sha256()] + ([hashlib.sha1(f"blob {size}\0".encode())] if git_sha1 else [])
     with open(path, "rb") as f:
         while block := f.read(_CHUNK):
-            sha256.update(block)
-            sha1.update(block)
-    return Digests(sha256.hexdigest(), sha1.hexdigest())
+            for h in hashes:
+                h.update(block)
+    return Digests(hashes[0].hexdigest(), hashes[1].hexdigest() if git_sha1 else "")
 
 
 def _record_path(real: Path) -> Path:

@@ -11,13 +11,12 @@ folder writer (`write_folder`) that training checkpoints use too.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 from zoohub.errors import CorruptFileError, MissingFileError
-from zoohub.hub.integrity import check_manifest
+from zoohub.hub.integrity import compute
 from zoohub.hub.local import write_folder  # the one atomic folder writer; tasks reach it here
 
 ZOOHUB_FILE = "zoohub.json"
@@ -46,27 +45,14 @@ def read_config(folder: Path) -> dict:
     return config
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_manifest(folder: Path) -> dict[str, dict]:
     """{relative path: {"size", "sha256"}} for every file except zoohub.json itself."""
     out = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
         if path.is_file() and rel != ZOOHUB_FILE:
-            out[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+            out[rel] = {"size": path.stat().st_size, "sha256": compute(path, git_sha1=False).sha256}
     return out
-
-
-def verify_manifest(folder: Path) -> None:
-    """Check every file listed in zoohub.json (size, then sha256)."""
-    check_manifest(folder)
 
 
 def save_preset_folder(target: Path, fill: Callable[[Path], None], *, metadata: dict) -> Path:

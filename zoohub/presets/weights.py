@@ -22,8 +22,8 @@ import ml_dtypes
 import numpy as np
 from safetensors.numpy import save_file
 
-from zoohub.errors import CorruptFileError, MissingFileError, UnsafeFormatError
-from zoohub.hub.files import INDEX, WEIGHTS, is_pickle
+from zoohub.errors import CorruptFileError, MissingFileError
+from zoohub.hub.files import INDEX, WEIGHTS, is_pickle, refuse_pickles
 from zoohub.hub.validate import read_safetensors_header
 
 _DTYPES = {
@@ -44,13 +44,9 @@ def weight_files(folder: Path) -> list[Path]:
         return [folder / name for name in sorted(set(weight_map.values()))]
     if (folder / WEIGHTS).is_file():
         return [folder / WEIGHTS]
-    pickles = sorted(p.name for p in folder.iterdir() if is_pickle(p.name))
+    pickles = [p.name for p in folder.iterdir() if is_pickle(p.name)]
     if pickles:
-        raise UnsafeFormatError(
-            f"{folder} has only pickled weights ({', '.join(pickles)}); zoohub never unpickles files "
-            "because that can run code. Convert to safetensors first, e.g. with transformers: "
-            "AutoModel.from_pretrained(folder).save_pretrained(folder) (writes model.safetensors)"
-        )
+        refuse_pickles(pickles, str(folder))
     raise MissingFileError(f"{folder}: no {WEIGHTS} or {INDEX}; a preset needs safetensors weights")
 
 
