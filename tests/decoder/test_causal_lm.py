@@ -257,3 +257,22 @@ def test_numpy_backend_never_imports_jax(checkpoints):
     env = dict(os.environ, ZOOHUB_BACKEND="numpy")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_backbone_hidden_states_match_transformers_and_round_trip(family, tiny, tmp_path):
+    """The bare decoder (`...Model`, saved without a prefix) through zoohub.Backbone."""
+    folder, model, _ = tiny(family, "backbone")
+    ids, mask, pos = left_padded_batch(seed=7)
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                    position_ids=torch.tensor(pos)).last_hidden_state.numpy()
+    zoohub.set_backend("numpy")
+    backbone = zoohub.Backbone.from_preset(folder)
+    ours = backbone.predict({"input_ids": ids, "attention_mask": mask})
+    assert np.abs(ours - ref)[mask == 1].max() <= 1e-4
+    again = transformers.AutoModel.from_pretrained(backbone.save_to_preset(tmp_path / "saved")).eval()
+    with torch.no_grad():
+        out = again(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                    position_ids=torch.tensor(pos)).last_hidden_state.numpy()
+    assert np.abs(out - ref)[mask == 1].max() <= 1e-6
