@@ -38,6 +38,18 @@ def test_family_has_a_recipe_transformers_accepts(model_type):
     get_family(model_type).config_class.from_hf(config.to_dict())
 
 
+def test_a_family_without_a_recipe_fails_the_suite_by_name(monkeypatch):
+    import dataclasses
+    import importlib
+
+    from zoohub.backbones import FAMILY_MODULES
+
+    module = importlib.import_module(FAMILY_MODULES["qwen3"])
+    monkeypatch.setitem(module.FAMILIES, "qwen3", dataclasses.replace(module.FAMILIES["qwen3"], recipe=None))
+    with pytest.raises(pytest.fail.Exception, match="family 'qwen3' has no tiny-checkpoint recipe"):
+        recipe_of("qwen3")
+
+
 def test_every_family_is_in_a_parity_suite():
     covered = set().union(*COVERED.values())
     assert covered == set(ALL_FAMILIES), f"not covered by any parity suite: {sorted(set(ALL_FAMILIES) - covered)}"
