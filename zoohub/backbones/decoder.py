@@ -17,7 +17,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from zoohub.backbones.base import Head, ModelConfig, TinyRecipe
+from zoohub.backbones.base import Check, Head, ModelConfig, TinyRecipe
 from zoohub.backend import ops
 from zoohub.layers import apply_rope, attention, causal_mask, linear, rope_cos_sin, rope_frequencies
 from zoohub.layers.kv_cache import update_cache
@@ -25,22 +25,35 @@ from zoohub.layers.kv_cache import update_cache
 ROPE_TYPES = ("default", "linear", "llama3")
 
 
-def _rope_ok(value) -> bool:
-    """rope_scaling / rope_parameters (flat, or Gemma 3's per-layer-type dict) use implemented types
-    over the whole head (no partial rotary)."""
+def _rope_ok(value, partial: bool = False) -> bool:
+    """rope_scaling / rope_parameters (flat, or Gemma 3's per-layer-type dict) use implemented types,
+    rotating the whole head unless `partial` (a family that implements `partial_rotary_factor`)."""
     if value is None:
         return True
     if isinstance(value, Mapping) and all(isinstance(v, Mapping) or v is None for v in value.values()) and value:
-        return all(_rope_ok(v) for v in value.values())
+        return all(_rope_ok(v, partial) for v in value.values())
+    factor = value.get("partial_rotary_factor", 1.0)
     return (value.get("rope_type", value.get("type", "default")) in ROPE_TYPES
-            and value.get("partial_rotary_factor", 1.0) == 1.0)
+            and (factor == 1.0 or partial and _is_fraction(factor)))
 
 
-ROPE_CHECKS = {
-    "rope_scaling": (_rope_ok, f"rope_type in {ROPE_TYPES}, no partial_rotary_factor"),
-    "rope_parameters": (_rope_ok, f"rope_type in {ROPE_TYPES}, no partial_rotary_factor"),
-    "partial_rotary_factor": (lambda v: v in (None, 1, 1.0), "1.0 (rotary over the whole head)"),
-}
+def _is_fraction(value) -> bool:
+    return isinstance(value, (int, float)) and 0 < value <= 1
+
+
+def rope_checks(partial_rotary: bool = False) -> dict[str, Check]:
+    """The RoPE keys' CHECKS; `partial_rotary=True` for a family whose `DecoderConfig.rotary_dim`
+    reads `partial_rotary_factor` (its attention rotates only the first features of each head)."""
+    if partial_rotary:
+        ok, what = (lambda v: _rope_ok(v, True)), f"rope_type in {ROPE_TYPES}, partial_rotary_factor in (0, 1]"
+        factor = (lambda v: v is None or _is_fraction(v), "in (0, 1]")
+    else:
+        ok, what = _rope_ok, f"rope_type in {ROPE_TYPES}, no partial_rotary_factor"
+        factor = (lambda v: v in (None, 1, 1.0), "1.0 (rotary over the whole head)")
+    return {"rope_scaling": (ok, what), "rope_parameters": (ok, what), "partial_rotary_factor": factor}
+
+
+ROPE_CHECKS = rope_checks()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +111,11 @@ class DecoderConfig(ModelConfig):
             return float(theta), dict(params)
         return float(self.rope_theta or self.DEFAULT_ROPE_THETA), self.rope_scaling
 
+    def rotary_dim(self, kind: str = "full_attention") -> int:
+        """Leading features of each head that RoPE rotates: all of them (`rope_checks` refuses a
+        `partial_rotary_factor`); a family that implements partial rotary overrides this."""
+        return self.dim_per_head
+
 
 # ---- the KV cache, positions and masks ------------------------------------------------------------
 
@@ -154,7 +172,7 @@ def rope_tables(config: DecoderConfig, positions) -> dict:
     out = {}
     for kind in set(config.attention_kinds()):
         theta, scaling = config.rope(kind)
-        inv_freq, attention_scaling = rope_frequencies(config.dim_per_head, theta, scaling)
+        inv_freq, attention_scaling = rope_frequencies(config.rotary_dim(kind), theta, scaling)
         out[kind] = rope_cos_sin(positions, inv_freq, attention_scaling)
     return out
 

@@ -46,8 +46,19 @@ def rope_cos_sin(positions, inv_freq, attention_scaling: float = 1.0):
 
 
 def apply_rope(x, cos, sin):
-    """Rotate x [B, T, N, H] by cos/sin [B, T, H]."""
+    """Rotate x [B, T, N, H] by cos/sin [B, T, R]: the first R features of each head (R = H, or fewer
+    for partial rotary, e.g. Phi's `partial_rotary_factor`); the other H - R pass through unchanged.
+
+    >>> import numpy as np
+    >>> x = np.arange(8, dtype=np.float32).reshape(1, 1, 1, 8)
+    >>> cos, sin = rope_cos_sin(np.array([[3]]), rope_frequencies(4, 10000.0)[0])   # R = 4 of H = 8
+    >>> apply_rope(x, cos, sin)[..., 4:].tolist()   # the last 4 features are left as they were
+    [[[[4.0, 5.0, 6.0, 7.0]]]]
+    """
     xp = ops().xp
+    rotary = cos.shape[-1]
+    if rotary < x.shape[-1]:  # rotate the leading R features as a head of width R (transformers' split)
+        return xp.concatenate([apply_rope(x[..., :rotary], cos, sin), x[..., rotary:]], axis=-1)
     half = x.shape[-1] // 2
     rotated = xp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     c = cos[:, :, None, :].astype(x.dtype)
