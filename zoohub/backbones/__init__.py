@@ -27,6 +27,7 @@ FAMILY_MODULES: dict[str, str] = {
     "gemma": "zoohub.backbones.gemma",
     "gemma2": "zoohub.backbones.gemma",
     "gemma3_text": "zoohub.backbones.gemma",
+    "phi": "zoohub.backbones.phi",
     "vit": "zoohub.backbones.vit",
 }
 

@@ -39,4 +39,13 @@ ROWS: list[dict] = [
          revision="9213176726f574b556790deb65791e0c5aa438b6",
          description="Llama 3.2 1B instruction-tuned, llama3 RoPE scaling (gated: accept the license, set HF_TOKEN).",
          params=1_235_814_400, license="llama3.2", task="causal_lm", family="llama"),
+    # Phi counts include the untied lm_head and its bias (PhiForCausalLM's own total).
+    dict(name="phi1.5_1.3b", handle="hf://microsoft/phi-1_5",
+         revision="77aa61eeac94fbf33d492b9f2744c98b42d5b5eb",
+         description="Phi-1.5 base (24 layers, 2048 wide, RoPE on 32 of each head's 64 features).",
+         params=1_418_270_720, license="mit", task="causal_lm", family="phi"),
+    dict(name="phi2_2.7b", handle="hf://microsoft/phi-2",
+         revision="810d367871c1d460086d9f82db8696f2e0a0fcd0",
+         description="Phi-2 base (32 layers, 2560 wide, RoPE on 32 of each head's 80 features).",
+         params=2_779_683_840, license="mit", task="causal_lm", family="phi"),
 ]
