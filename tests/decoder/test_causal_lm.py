@@ -183,15 +183,19 @@ def test_jax_prompts_in_one_bucket_do_not_recompile(lm):
     assert (prefill._cache_size(), decode._cache_size()) == sizes
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+@pytest.mark.parametrize("family", ["llama", "gemma3_text", "phi"])
 def test_transformers_4_config_form_gives_same_logits(family, checkpoints, torch_models, tmp_path):
-    """Older checkpoints spell RoPE as top-level rope_theta / rope_scaling / rope_local_base_freq."""
+    """Older checkpoints spell RoPE as top-level rope_theta / rope_scaling / rope_local_base_freq /
+    partial_rotary_factor (Phi-1.5 and Phi-2 ship so)."""
     zoohub.set_backend("numpy")
     folder = tmp_path / family
     shutil.copytree(checkpoints[family], folder)
     config = json.loads((folder / "config.json").read_text())
     rope = config.pop("rope_parameters")
-    if family == "llama":
+    if family == "phi":
+        config["rope_theta"] = rope.pop("rope_theta")
+        config["partial_rotary_factor"] = rope.pop("partial_rotary_factor")
+    elif family == "llama":
         config["rope_theta"] = rope.pop("rope_theta")
         config["rope_scaling"] = rope
     else:

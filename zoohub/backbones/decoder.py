@@ -233,13 +233,18 @@ def _take_layer(tree, i: int):
     return {k: _take_layer(v, i) for k, v in tree.items()} if isinstance(tree, Mapping) else tree[i]
 
 
-def run_layers(block: Block, layers: Mapping, x, *, per_layer: Mapping[str, np.ndarray], cache: KVCache | None = None):
+def _first_leaf(tree):
+    return _first_leaf(next(iter(tree.values()))) if isinstance(tree, Mapping) else tree
+
+
+def run_layers(block: Block, layers: Mapping, x, *, per_layer: Mapping[str, np.ndarray] | None = None,
+               cache: KVCache | None = None):
     """Apply `block` for every layer of the stacked `layers` tree (leading axis L).
 
     per_layer: {name: numpy array [L]} of static per-layer facts (e.g. `is_sliding`); the block's
     info also gets `index`, the layer number. Returns (x, cache with the new keys/values)."""
-    count = len(next(iter(per_layer.values())))
-    per_layer = {**per_layer, "index": np.arange(count, dtype=np.int32)}
+    count = _first_leaf(layers).shape[0]
+    per_layer = {**(per_layer or {}), "index": np.arange(count, dtype=np.int32)}
     index = None if cache is None else cache.index
     if ops().name == "jax":
         from jax import lax

@@ -25,7 +25,7 @@ from typing import ClassVar
 
 from zoohub.backbones.base import Family
 from zoohub.backbones.decoder import (
-    IGNORED, SHARDING, DecoderConfig, KVCache, causal_lm_head, is_sliding_array, layer_key, masks_for, prepare,
+    IGNORED, SHARDING, DecoderConfig, KVCache, causal_lm_head, layer_key, masks_for, prepare,
     rope_checks, rope_tables, run_layers, self_attention, tiny_recipe,
 )
 from zoohub.layers import KeyStream, activation, dense_mlp, dropout, embedding, layer_norm
@@ -107,9 +107,7 @@ def forward(params, config: PhiConfig, inputs, *, rng=None, cache: KVCache | Non
            "mask": masks_for(config, positions, key_positions, key_valid)["full_attention"]}
     x = embedding(params["embed_tokens"], ids)
     x = dropout(x, config.embd_pdrop, layer_key(rng, config.num_hidden_layers))  # a key no layer uses
-    # run_layers takes the layer count from a per-layer array; Phi's is its sliding flags, all False
-    x, cache = run_layers(_block(config, ctx, rng), params["layers"], x,
-                          per_layer={"is_sliding": is_sliding_array(config)}, cache=cache)
+    x, cache = run_layers(_block(config, ctx, rng), params["layers"], x, cache=cache)
     x = layer_norm(params["final_layernorm"], x, eps=config.layer_norm_eps)
     return x if cache is None else (x, cache)
 
