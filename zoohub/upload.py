@@ -6,10 +6,14 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zoohub.errors import InputError
 from zoohub.hub import card, local, parse_handle, path_handle
 from zoohub.hub.validate import validate_folder
+
+if TYPE_CHECKING:
+    from zoohub.presets.registry import Preset
 
 
 def upload_preset(handle: str | os.PathLike, folder: str | os.PathLike, *, private: bool = False,
@@ -49,7 +53,7 @@ def upload_preset(handle: str | os.PathLike, folder: str | os.PathLike, *, priva
     extra: dict[str, bytes] = {}
     if "README.md" not in names:
         extra["README.md"] = card.model_card(config, metadata, str(target), license=_license(metadata),
-                                             metrics=metrics).encode()
+                                             base=_base(metadata), metrics=metrics).encode()
     if target.scheme == "hf":
         from zoohub.hub import hf_upload
 
@@ -71,13 +75,32 @@ def _check_loads(folder: Path) -> None:
     Backbone.from_preset(folder)
 
 
-def _license(metadata: Mapping) -> str | None:
-    """The license of the registered preset this one came from, when zoohub.json names it."""
-    if metadata.get("license"):
-        return metadata["license"]
+def _registered(name) -> Preset | None:
     from zoohub.presets import registry
 
-    name = metadata.get("preset")
-    if isinstance(name, str) and name in registry.list_presets():
-        return registry.get_preset(name).license
+    return registry.get_preset(name) if isinstance(name, str) and name in registry.list_presets() else None
+
+
+def _license(metadata: Mapping) -> str | None:
+    """zoohub.json's license, else that of the registered preset it was saved from or fine-tuned from."""
+    if metadata.get("license"):
+        return metadata["license"]
+    for key in ("preset_name", "preset", "base_model"):
+        row = _registered(metadata.get(key))
+        if row is not None:
+            return row.license
+    return None
+
+
+def _base(metadata: Mapping) -> str | None:
+    """What the preset was fine-tuned from, for its card: a registry name with its handle, or a hub handle.
+
+    Local paths are left out: they mean nothing to the card's readers and would publish the folder layout.
+    """
+    base = metadata.get("base_model")
+    row = _registered(base)
+    if row is not None:
+        return row.handle if row.handle.startswith("hf://") else f"{base} ({row.handle})"
+    if isinstance(base, str) and (base.startswith(("hf://", "https://", "http://", "local://")) or card.hub_repo(base)):
+        return base
     return None

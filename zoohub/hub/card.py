@@ -43,11 +43,18 @@ def infer_task(config: Mapping, metadata: Mapping) -> str:
 def base_model(metadata: Mapping) -> str | None:
     """The Hub repo this preset was fine-tuned from, when zoohub.json knows it."""
     for key in ("base_model", "source", "handle"):
-        value = metadata.get(key)
-        if isinstance(value, str) and value.startswith("hf://"):
-            return value[len("hf://"):].partition("@")[0]
-        if key == "base_model" and isinstance(value, str) and value.count("/") == 1:
-            return value
+        repo = hub_repo(metadata.get(key), bare=key == "base_model")
+        if repo:
+            return repo
+    return None
+
+
+def hub_repo(value, *, bare: bool = True) -> str | None:
+    """'owner/repo' for "hf://owner/repo[@revision]" (and for a bare "owner/repo" when `bare`), else None."""
+    if isinstance(value, str) and value.startswith("hf://"):
+        return value[len("hf://"):].partition("@")[0]
+    if bare and isinstance(value, str) and value.count("/") == 1 and "://" not in value:
+        return value
     return None
 
 
@@ -56,19 +63,24 @@ def _yaml(value) -> str:
 
 
 def model_card(config: Mapping, metadata: Mapping, handle: str, *, license: str | None = None,
-               metrics: Mapping[str, float] | None = None) -> str:
-    """The README.md text for a preset at `handle` (hf://owner/repo, local://..., file://...)."""
+               base: str | None = None, metrics: Mapping[str, float] | None = None) -> str:
+    """The README.md text for a preset at `handle` (hf://owner/repo, local://..., file://...).
+
+    `base` names what the preset was fine-tuned from when the caller knows more than zoohub.json (a
+    registry name and its handle, say); a Hub repo goes into the front matter as `base_model`, anything
+    else only into the text. `license` defaults to zoohub.json's.
+    """
     task = infer_task(config, metadata)
     pipeline, zoohub_class, auto_class = TASKS[task]
     model_type = config.get("model_type", "unknown")
-    base = base_model(metadata)
+    base_repo = hub_repo(base) if base else base_model(metadata)
     license = license or metadata.get("license")
     repo = handle[len("hf://"):].partition("@")[0] if handle.startswith("hf://") else None
     tags = list(dict.fromkeys(["zoohub", model_type, task.replace("_", "-")]))
 
     front = ["---", "library_name: zoohub", f"pipeline_tag: {_yaml(pipeline)}"]
-    if base:
-        front.append(f"base_model: {_yaml(base)}")
+    if base_repo:
+        front.append(f"base_model: {_yaml(base_repo)}")
     if license:
         front.append(f"license: {_yaml(license)}")
     front.append("tags:")
@@ -84,8 +96,12 @@ def model_card(config: Mapping, metadata: Mapping, handle: str, *, license: str 
         f"A {model_type} {task.replace('_', ' ')} saved with [zoohub](https://pypi.org/project/zoohub/) in the "
         "Hugging Face transformers format (config.json, safetensors weights, tokenizer files).",
     ]
-    if base:
-        body += ["", f"Fine-tuned from [{base}](https://huggingface.co/{base})."]
+    if base_repo:
+        body += ["", f"Fine-tuned from [{base_repo}](https://huggingface.co/{base_repo})."]
+    elif base:
+        body += ["", f"Fine-tuned from {base}."]
+    if license:
+        body += ["", f"License: {license}."]
     body += ["", "## Usage", "", "With zoohub:", "", "```python", "import zoohub", "",
              f"model = zoohub.{zoohub_class}.from_preset({handle!r})", "```", "",
              "With transformers:", "", "```python",
