@@ -86,8 +86,26 @@ class InputError(ZoohubError, ValueError):
 
 
 def close_matches(name: str, choices: Iterable[str], n: int = 3) -> str:
-    """A ' did you mean ...?' suffix, or '' when nothing is close."""
+    """A ' did you mean ...?' suffix, or '' when nothing is close.
+
+    >>> close_matches("bert", ["bart", "gpt2"])
+    " did you mean 'bart'?"
+    >>> close_matches("xyz", ["bert"])
+    ''
+    """
     found = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
     if not found:
         return ""
     return " did you mean " + " or ".join(repr(f) for f in found) + "?"
+
+
+def not_found(message: str, name: str, choices: Iterable[str], fix: str) -> str:
+    """`message`, then '; did you mean ...?' when a choice is close to `name`, then the fix in parentheses.
+
+    >>> not_found("preset 'bert_tiny' not found", "bert_tiny", ["bert_tiny_en"], "zoohub list lists all")
+    "preset 'bert_tiny' not found; did you mean 'bert_tiny_en'? (zoohub list lists all)"
+    >>> not_found("preset 'xyz' not found", "xyz", ["bert_tiny_en"], "zoohub list lists all")
+    "preset 'xyz' not found (zoohub list lists all)"
+    """
+    hint = close_matches(name, choices)
+    return f"{message};{hint} ({fix})" if hint else f"{message} ({fix})"

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zoohub.errors import PresetNotFoundError, close_matches
+from zoohub.errors import PresetNotFoundError, not_found
+
+
+# The tasks a preset can default to (the task classes' names in snake case).
+TASKS = ("backbone", "text_classifier", "masked_lm", "text_embedder", "causal_lm", "image_classifier")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,7 +32,7 @@ class Preset:
     description: str
     params: int          # parameter count of the backbone + default head
     license: str
-    task: str            # default task: backbone, text_classifier, masked_lm, text_embedder, causal_lm, image_classifier
+    task: str            # default task, one of TASKS
     family: str          # transformers model_type
     bundled: str | None = None  # folder under zoohub/data shipped in the package, seeded into the local hub
 
@@ -37,9 +41,11 @@ _PRESETS: dict[str, Preset] = {}
 
 
 def register_preset(preset: Preset) -> None:
-    """Add a row; a duplicate name is an error, never a silent overwrite."""
+    """Add a row; a duplicate name or an unknown task is an error, never a silent overwrite."""
     if preset.name in _PRESETS:
         raise ValueError(f"preset {preset.name!r} is already registered")
+    if preset.task not in TASKS:
+        raise ValueError(f"preset {preset.name!r} has task {preset.task!r}; tasks are {', '.join(TASKS)}")
     _PRESETS[preset.name] = preset
 
 
@@ -48,10 +54,8 @@ def get_preset(name: str) -> Preset:
     try:
         return _PRESETS[name]
     except KeyError:
-        hint = close_matches(name, _PRESETS)
         raise PresetNotFoundError(
-            f"preset {name!r} not found;{hint or ''} (zoohub.list_presets() lists all)"
-        ) from None
+            not_found(f"preset {name!r} not found", name, _PRESETS, "zoohub.list_presets() lists all")) from None
 
 
 def list_presets(task: str | None = None, family: str | None = None) -> list[str]:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from zoohub.errors import PresetNotFoundError, close_matches
+from zoohub.errors import HubError, PresetNotFoundError, not_found
 from zoohub.hub import fetch, parse_handle, path_handle
 from zoohub.hub.handles import REPO_ID
 
@@ -36,15 +37,28 @@ def resolve_preset(handle: str | os.PathLike, *, revision: str | None = None) ->
         handle = parse_handle(row.handle, revision=revision or row.revision)
         if row.bundled:
             _seed_bundled(row.bundled, handle)
-        return fetch(handle)
-    hint = close_matches(text, names)
+        try:
+            return fetch(handle)
+        except HubError as e:
+            _name_the_download_command(e, text, revision)
+            raise
+    message = f"preset {text!r} is neither a registered name nor a local folder"
     if REPO_ID.match(text):
-        raise PresetNotFoundError(
-            f"preset {text!r} is neither a registered name nor a local folder; for the Hugging Face repo "
-            f"use 'hf://{text}'.{hint or ''} (zoohub.list_presets() lists all)")
-    raise PresetNotFoundError(
-        f"preset {text!r} is neither a registered name nor a local folder;{hint or ''} "
-        "(zoohub.list_presets() lists all; remote handles start with hf://, https:// or local://)")
+        message += f"; for the Hugging Face repo use 'hf://{text}'"
+        raise PresetNotFoundError(not_found(message, text, names, "zoohub.list_presets() lists all"))
+    raise PresetNotFoundError(not_found(
+        message, text, names, "zoohub.list_presets() lists all; remote handles start with hf://, https:// or local://"))
+
+
+# The hub's errors say to run `python -m zoohub.hub download HANDLE`, which takes handles only (the hub
+# knows no registry). A user who gave a registry name is told the command that takes that name.
+_HUB_DOWNLOAD = re.compile(r"python -m zoohub\.hub download '[^']*'")
+
+
+def _name_the_download_command(error: HubError, name: str, revision: str | None) -> None:
+    if error.args and isinstance(error.args[0], str):
+        command = f"zoohub download {name}" + (f" --revision {revision}" if revision else "")
+        error.args = (_HUB_DOWNLOAD.sub(command, error.args[0]),) + error.args[1:]
 
 
 def _seed_bundled(name: str, handle) -> None:
