@@ -45,6 +45,11 @@ class UnsafeFormatError(PresetFileError):
     """Pickled weights (`pytorch_model.bin`, `.pt`, `.ckpt`): refused, never read."""
 
 
+class UnsafePathError(PresetFileError):
+    """A file a preset names leads outside its folder (absolute path, `..`, symlink out) or is not a
+    regular file (device, FIFO, socket): refused, never opened."""
+
+
 class WeightMismatchError(ZoohubError, ValueError):
     """Checkpoint keys or shapes do not match what the config implies."""
 

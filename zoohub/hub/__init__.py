@@ -28,5 +28,9 @@ def fetch(handle: Handle) -> Path:
     if handle.scheme == "https":
         from zoohub.hub import static
         return static.fetch(handle.location)
-    from zoohub.hub import local
-    return local.resolve(handle)
+    from zoohub.hub import integrity, local
+    folder = local.resolve(handle)
+    # Nothing checked a local folder on its way here: its zoohub.json manifest is checked now (sizes,
+    # and sha256 of files not verified since they last changed), as downloads are in hf and static.
+    integrity.check_manifest(folder)
+    return folder

@@ -4,20 +4,26 @@ Only these are fetched; READMEs, pickles, ONNX/TF/Flax exports and training logs
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import os
+import stat
+import uuid
+from collections.abc import Callable, Collection, Iterable
+from pathlib import Path
 
 from zoohub.errors import CorruptFileError, MissingFileError, UnsafeFormatError
+from zoohub.hub.confine import check_name
 
 CONFIG_FILES = ("config.json", "adapter_config.json")
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+POOLING_CONFIG = "1_Pooling/config.json"  # sentence-transformers' usual Pooling module folder
 # Small files fetched when present, in this order.
 OPTIONAL_FILES = (
     "zoohub.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
     "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json",
     "preprocessor_config.json", "chat_template.jinja", "modules.json", "sentence_bert_config.json",
-    "1_Pooling/config.json",
+    POOLING_CONFIG,
 )
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
@@ -31,9 +37,11 @@ def shard_names(index: dict, where: str) -> list[str]:
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CorruptFileError(f"{where}/{INDEX} has no 'weight_map'; re-save the checkpoint")
-    shards = list(dict.fromkeys(weight_map.values()))
+    names = [check_name(v, f"{where}/{INDEX}") for v in weight_map.values()]  # strings, before they are hashed
+    shards = list(dict.fromkeys(names))
     for shard in shards:
-        if not isinstance(shard, str) or not shard.endswith(".safetensors") or ".." in shard or shard.startswith("/"):
+        check_name(shard, f"{where}/{INDEX}")
+        if not shard.endswith(".safetensors"):
             raise CorruptFileError(f"{where}/{INDEX} names {shard!r}; shards must be .safetensors files in the folder")
     return shards
 
@@ -82,3 +90,38 @@ def select_files(exists: Callable[[str], bool], read_json: Callable[[str], dict]
             f"{where} has no weights: expected {WEIGHTS} or {INDEX} with its shards")
     adapter = [ADAPTER_WEIGHTS] if exists(ADAPTER_WEIGHTS) else []
     return configs + [n for n in OPTIONAL_FILES if exists(n)] + weights + adapter
+
+
+def pooling_config(modules: object, where: str) -> str | None:
+    """The config file of the Pooling module a sentence-transformers `modules.json` lists (usually
+    `1_Pooling/config.json`); None when it lists none. Every module path is checked to stay inside
+    the folder."""
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise CorruptFileError(f"{where}/modules.json is not a list of modules; re-save the checkpoint")
+    found = None
+    for module in modules:
+        path = module.get("path", "")
+        if path == "":  # the folder itself: the transformer
+            continue
+        name = check_name(f"{check_name(path, f'{where}/modules.json').rstrip('/')}/config.json",
+                          f"{where}/modules.json")
+        if str(module.get("type", "")).endswith("Pooling"):
+            found = found or name
+    return found
+
+
+def set_default_modes(folder: Path, names: Iterable[str] | None = None) -> None:
+    """Give the files `names` of `folder` (all files under it when None) the permissions `open()` gives
+    a new file there: 0o644 under umask 022, or what the folder's default ACL says. Tools that write
+    through a private temp file (safetensors does) leave 0o600, which other users of a shared hub
+    cannot read."""
+    probe = folder / f".mode-{uuid.uuid4().hex[:8]}"
+    fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+    for path in folder.rglob("*") if names is None else (folder / name for name in names):
+        if path.is_file() and not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) != mode:
+            os.chmod(path, mode)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zoohub.errors import CorruptFileError, IntegrityError, MissingFileError
-from zoohub.hub import env
+from zoohub.hub import confine, env
 
 _CHUNK = 1 << 22
 
@@ -41,18 +41,24 @@ def _record_path(real: Path) -> Path:
     return env.zoohub_home() / "verified" / key[:2] / f"{key}.json"
 
 
-def digests(path: Path) -> Digests:
-    """The file's digests, from the record when the file is unchanged since it was verified."""
-    real = Path(os.path.realpath(path))
-    stat = real.stat()
-    record = _record_path(real)
+def _recorded(real: Path, stat: os.stat_result, *, git_sha1: bool = True) -> Digests | None:
+    """The recorded digests of `real` when it is unchanged (same size and mtime) since it was verified."""
     try:
-        data = json.loads(record.read_text())
-        if (data["path"], data["size"], data["mtime_ns"]) == (str(real), stat.st_size, stat.st_mtime_ns):
+        data = json.loads(_record_path(real).read_text())
+        if (data["path"], data["size"], data["mtime_ns"]) == (str(real), stat.st_size, stat.st_mtime_ns) \
+                and data["sha256"] and (data["git_sha1"] or not git_sha1):
             return Digests(data["sha256"], data["git_sha1"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         pass
-    return compute(real)
+    return None
+
+
+def digests(path: Path, *, git_sha1: bool = True) -> Digests:
+    """The file's digests, from the record when the file is unchanged since it was verified.
+
+    git_sha1: whether git's blob id is needed (a record made without one is then not enough)."""
+    real = Path(os.path.realpath(path))
+    return _recorded(real, real.stat(), git_sha1=git_sha1) or compute(real, git_sha1=git_sha1)
 
 
 def remember(path: Path, found: Digests) -> None:
@@ -100,7 +106,9 @@ def check(path: Path, name: str, where: str, *, sha256: str | None = None, git_s
         raise IntegrityError(
             f"{name} from {where} has {actual_size} bytes, {source} says {size}; the download was "
             "truncated or the file changed. The bad cache entry was deleted; load again to re-download")
-    found = digests(path)
+    real = Path(os.path.realpath(path))
+    recorded = _recorded(real, real.stat(), git_sha1=git_sha1 is not None)
+    found = recorded or compute(real, git_sha1=git_sha1 is not None)
     for label, want, got in (("sha256", sha256, found.sha256), ("git sha1", git_sha1, found.git_sha1)):
         if want is not None and want.lower() != got:
             forget(path)
@@ -108,12 +116,17 @@ def check(path: Path, name: str, where: str, *, sha256: str | None = None, git_s
                 f"{name} from {where} is corrupt: its {label} is {got}, {source} says {want}. The bad cache "
                 "entry was deleted; load again to re-download. If it happens again, the server or a proxy "
                 "between you is serving wrong bytes")
-    remember(path, found)
+    if recorded is None:
+        remember(path, found)
     return found
 
 
 def check_manifest(folder: Path, names: Collection[str] | None = None, where: str | None = None) -> None:
     """Check files against zoohub.json's {"files": {path: {"size", "sha256"}}}, when the folder has one.
+
+    Sizes are always compared; a file's sha256 is computed only when it is not recorded as verified
+    since its last change (see `digests`), so loading an unchanged folder again hashes nothing. Every
+    path the manifest names must stay inside the folder (`confine`).
 
     Args:
         folder: the preset folder holding zoohub.json.
@@ -123,18 +136,25 @@ def check_manifest(folder: Path, names: Collection[str] | None = None, where: st
             the bad cache entry; without `where` the folder is local and a mismatch means a file was
             edited after saving (CorruptFileError).
     """
-    path = folder / "zoohub.json"
-    if not path.is_file():
+    real = confine.resolve(folder, "zoohub.json")
+    if real is None:
         return
+    path = folder / "zoohub.json"
     try:
-        files = json.loads(path.read_text()).get("files") or {}
-    except ValueError as e:
+        files = json.loads(confine.read_bytes(folder, "zoohub.json")).get("files") or {}
+        if not isinstance(files, dict):
+            raise ValueError("'files' is not a mapping")
+    except (ValueError, AttributeError) as e:
         if where is None:
-            raise CorruptFileError(f"{path} is not valid JSON ({e})") from None
+            raise CorruptFileError(f"{path} is not valid JSON or its 'files' is not a mapping ({e}); "
+                                   "re-save the preset") from None
         raise IntegrityError(f"zoohub.json from {where} is not valid JSON; re-upload the preset") from None
+    for name in files:
+        confine.check_name(name, path)
     for name in files if names is None else names:
-        target, info = folder / name, files.get(name)
-        if not target.is_file():
+        info, target = files.get(name), folder / name
+        found = confine.resolve(folder, name) if name in files else None
+        if found is None:
             if names is None:
                 raise MissingFileError(f"{target} is listed in zoohub.json but missing; re-save the preset")
             continue
@@ -143,6 +163,23 @@ def check_manifest(folder: Path, names: Collection[str] | None = None, where: st
         if where is not None:
             check(target, name, where, sha256=info.get("sha256"), size=info.get("size"),
                   source="its zoohub.json manifest")
-        elif target.stat().st_size != info.get("size") or compute(target).sha256 != info.get("sha256"):
-            raise CorruptFileError(f"{target} does not match the size/sha256 in zoohub.json: it changed after "
-                                   "saving. Re-save the preset with save_to_preset")
+            continue
+        stat = found.stat()
+        if info.get("size") is not None and stat.st_size != info["size"]:
+            raise CorruptFileError(f"{target} does not match zoohub.json: it has {stat.st_size} bytes, the manifest "
+                                   f"says {info['size']}, so it changed after saving. {_RESAVE}")
+        want = info.get("sha256")
+        if want is None:
+            continue
+        recorded = _recorded(found, stat, git_sha1=False)
+        got = recorded or compute(found, git_sha1=False)
+        if got.sha256 != str(want).lower():
+            forget(found)
+            raise CorruptFileError(f"{target} does not match zoohub.json: its sha256 is {got.sha256}, the manifest "
+                                   f"says {want}, so it changed after saving. {_RESAVE}")
+        if recorded is None:
+            remember(found, got)
+
+
+_RESAVE = ("Restore it from where the preset came from (or re-save the preset with save_to_preset); "
+           "if you edited it on purpose, re-save so that zoohub.json records the new content")

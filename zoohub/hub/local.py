@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from zoohub.errors import PresetNotFoundError, close_matches
-from zoohub.hub.files import WEIGHTS, INDEX, ADAPTER_WEIGHTS, is_pickle, refuse_pickles
+from zoohub.hub.files import WEIGHTS, INDEX, ADAPTER_WEIGHTS, is_pickle, refuse_pickles, set_default_modes
 from zoohub.hub.handles import Handle, local_hub_root
 
 
@@ -102,6 +102,7 @@ def write_folder(target: str | os.PathLike, fill: Callable[[Path], None]) -> Pat
     tmp.mkdir()
     try:
         fill(tmp)
+        set_default_modes(tmp)  # 0o644 under umask 022, whatever temp files the writers went through
         _sync_files(tmp)
         _swap(tmp, target)
     except BaseException:

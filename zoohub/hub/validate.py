@@ -10,10 +10,11 @@ import math
 import os
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 from zoohub.errors import CorruptFileError, MissingFileError, UnsafeFormatError
-from zoohub.hub import integrity
-from zoohub.hub.files import ADAPTER_WEIGHTS, INDEX, WEIGHTS, is_pickle, shard_names
+from zoohub.hub import confine, integrity
+from zoohub.hub.files import ADAPTER_WEIGHTS, INDEX, WEIGHTS, is_pickle, pooling_config, shard_names
 from zoohub.hub.local import visible_files
 
 _ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "U16": 2, "I16": 2,
@@ -21,22 +22,23 @@ _ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0":
 _MAX_HEADER = 100 << 20
 
 
-def read_safetensors_header(path: Path) -> tuple[dict, int]:
-    """(tensor table, byte offset where tensor data starts) of a safetensors file, after checking that
-    the offsets tile the data exactly. The one header parser: loading and upload checks both use it."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise CorruptFileError(f"{path} is too short to be safetensors (truncated?); re-save it")
-        (length,) = struct.unpack("<Q", raw)
-        if length > min(_MAX_HEADER, size - 8):
-            raise CorruptFileError(f"{path} has a header length of {length} bytes, beyond the file; "
-                                   "it is not safetensors or it is truncated")
-        try:
-            header = json.loads(f.read(length))
-        except ValueError:
-            raise CorruptFileError(f"{path}: the safetensors header is not valid JSON; re-save it") from None
+def read_safetensors_header(file: BinaryIO, path: Path) -> tuple[dict, int]:
+    """(tensor table, byte offset where tensor data starts) of a safetensors file open as `file`
+    (named `path` in messages), after checking that the offsets tile the data exactly. The one header
+    parser: loading and upload checks both use it."""
+    size = os.fstat(file.fileno()).st_size
+    file.seek(0)
+    raw = file.read(8)
+    if len(raw) < 8:
+        raise CorruptFileError(f"{path} is too short to be safetensors (truncated?); re-save it")
+    (length,) = struct.unpack("<Q", raw)
+    if length > min(_MAX_HEADER, size - 8):
+        raise CorruptFileError(f"{path} has a header length of {length} bytes, beyond the file; "
+                               "it is not safetensors or it is truncated")
+    try:
+        header = json.loads(file.read(length))
+    except ValueError:
+        raise CorruptFileError(f"{path}: the safetensors header is not valid JSON; re-save it") from None
     header.pop("__metadata__", None)
     data_size, end = size - 8 - length, 0
     for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
@@ -54,19 +56,24 @@ def read_safetensors_header(path: Path) -> tuple[dict, int]:
     return header, 8 + length
 
 
-def safetensors_header(path: Path) -> dict:
-    """The tensor table of a safetensors file (see `read_safetensors_header`)."""
-    return read_safetensors_header(path)[0]
+def safetensors_header(folder: Path, name: str) -> dict:
+    """The tensor table of the safetensors file `name` of `folder` (see `read_safetensors_header`)."""
+    with confine.open_file(folder, name) as f:
+        return read_safetensors_header(f, folder / name)[0]
 
 
 def validate_folder(folder: str | os.PathLike) -> list[str]:
     """Check config, weights, tokenizer and manifest; the list of files to publish.
 
-    Raises MissingFileError, CorruptFileError or UnsafeFormatError naming the file and the fix.
+    Every entry is checked first: symlinks leading outside the folder and anything but regular files
+    and folders (FIFOs, devices, sockets) are refused, since publishing would copy what they point at.
+
+    Raises MissingFileError, CorruptFileError, UnsafeFormatError or UnsafePathError naming the file and the fix.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingFileError(f"{folder} is not a folder; save the model with save_to_preset(folder) first")
+    confine.check_folder(folder)
     names = visible_files(folder)
     pickles = [n for n in names if is_pickle(n)]
     if pickles:
@@ -77,22 +84,28 @@ def validate_folder(folder: str | os.PathLike) -> list[str]:
     if "tokenizer.json" in names:
         from tokenizers import Tokenizer
         try:
-            Tokenizer.from_file(str(folder / "tokenizer.json"))
+            Tokenizer.from_str(confine.read_bytes(folder, "tokenizer.json").decode("utf-8"))
         except Exception as e:
             raise CorruptFileError(f"{folder / 'tokenizer.json'} does not load with `tokenizers` ({e}); "
                                    "re-save the tokenizer") from None
+    if "modules.json" in names:
+        pooling_config(_read_json(folder, "modules.json"), str(folder))
     integrity.check_manifest(folder)
     return names
+
+
+def _read_json(folder: Path, name: str):
+    try:
+        return json.loads(confine.read_bytes(folder, name).decode("utf-8"))
+    except ValueError as e:
+        raise CorruptFileError(f"{folder / name} is not valid JSON ({e})") from None
 
 
 def _check_config(folder: Path, names: list[str]) -> None:
     name = "config.json" if "config.json" in names else "adapter_config.json" if "adapter_config.json" in names else None
     if name is None:
         raise MissingFileError(f"{folder} has no config.json; a preset needs transformers' config.json")
-    try:
-        config = json.loads((folder / name).read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise CorruptFileError(f"{folder / name} is not valid JSON ({e})") from None
+    config = _read_json(folder, name)
     if name == "config.json" and not isinstance(config.get("model_type"), str):
         raise CorruptFileError(f"{folder / name} has no 'model_type'; transformers and zoohub need it "
                                "to pick the architecture")
@@ -101,21 +114,18 @@ def _check_config(folder: Path, names: list[str]) -> None:
 def _check_weights(folder: Path, names: list[str]) -> None:
     for name in names:
         if name.endswith(".safetensors"):
-            safetensors_header(folder / name)
+            safetensors_header(folder, name)
     if WEIGHTS in names:
         return
     if INDEX in names:
-        try:
-            index = json.loads((folder / INDEX).read_text())
-        except ValueError as e:
-            raise CorruptFileError(f"{folder / INDEX} is not valid JSON ({e})") from None
+        index = _read_json(folder, INDEX)
         shards = shard_names(index, str(folder))
         missing = [s for s in shards if s not in names]
         if missing:
             raise MissingFileError(f"{folder / INDEX} names shards that are not in the folder: {', '.join(missing)}")
         mapped = index["weight_map"]
         for shard in shards:
-            stored = set(safetensors_header(folder / shard))
+            stored = set(safetensors_header(folder, shard))
             claimed = {k for k, v in mapped.items() if v == shard}
             if stored != claimed:
                 diff = sorted(stored ^ claimed)[:5]

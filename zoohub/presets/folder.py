@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from zoohub.errors import CorruptFileError, MissingFileError
+from zoohub.hub import confine
+from zoohub.hub.files import pooling_config
 from zoohub.hub.integrity import compute
 from zoohub.hub.local import write_folder  # the one atomic folder writer; tasks reach it here
 
@@ -23,16 +25,27 @@ ZOOHUB_FILE = "zoohub.json"
 
 
 def read_json(folder: Path, name: str, *, required: bool = False) -> dict | None:
-    """A JSON file of the folder; None when absent and not required."""
+    """A JSON file of the folder (checked to stay inside it, see `confine`); None when absent and not required."""
     path = folder / name
-    if not path.is_file():
+    if not confine.is_file(folder, name):
         if required:
             raise MissingFileError(f"{path} is missing; a preset folder needs {name}")
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(confine.read_bytes(folder, name).decode("utf-8"))
     except ValueError as e:
         raise CorruptFileError(f"{path} is not valid JSON ({e}); re-download or re-save the preset") from None
+
+
+def read_aux_files(folder: Path, names: Iterable[str]) -> dict[str, bytes]:
+    """{name: bytes} of the files `names` the folder holds, plus the Pooling module's config that a
+    sentence-transformers `modules.json` names; each checked to stay inside the folder (`confine`)."""
+    names = list(names)
+    if confine.is_file(folder, "modules.json"):
+        pooling = pooling_config(read_json(folder, "modules.json"), str(folder))
+        if pooling is not None and pooling not in names:
+            names.append(pooling)
+    return {name: confine.read_bytes(folder, name) for name in names if confine.is_file(folder, name)}
 
 
 def read_config(folder: Path) -> dict:

@@ -23,7 +23,8 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from zoohub.errors import CorruptFileError, MissingFileError
-from zoohub.hub.files import INDEX, WEIGHTS, is_pickle, refuse_pickles
+from zoohub.hub import confine
+from zoohub.hub.files import INDEX, WEIGHTS, is_pickle, refuse_pickles, set_default_modes, shard_names
 from zoohub.hub.validate import read_safetensors_header
 
 _DTYPES = {
@@ -33,60 +34,73 @@ _DTYPES = {
 _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 
-def weight_files(folder: Path) -> list[Path]:
-    """The safetensors files of a preset folder, refusing pickles with a clear error."""
-    index = folder / INDEX
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError) as e:
-            raise CorruptFileError(f"{index}: not a valid safetensors index ({e}); re-download or re-save it") from None
-        return [folder / name for name in sorted(set(weight_map.values()))]
-    if (folder / WEIGHTS).is_file():
-        return [folder / WEIGHTS]
-    pickles = [p.name for p in folder.iterdir() if is_pickle(p.name)]
+def _index(folder: Path) -> dict | None:
+    """The parsed shard index, or None when the folder has none."""
+    if not confine.is_file(folder, INDEX):
+        return None
+    try:
+        index = json.loads(confine.read_bytes(folder, INDEX))
+    except ValueError as e:
+        raise CorruptFileError(f"{folder / INDEX}: not a valid safetensors index ({e}); "
+                               "re-download or re-save it") from None
+    shard_names(index, str(folder))  # a weight_map, naming .safetensors files inside the folder
+    return index
+
+
+def weight_files(folder: Path) -> list[str]:
+    """The safetensors files of a preset folder (names inside it), refusing pickles with a clear error."""
+    index = _index(folder)
+    if index is not None:
+        return sorted(set(index["weight_map"].values()))
+    if confine.is_file(folder, WEIGHTS):
+        return [WEIGHTS]
+    pickles = [p.name for p in folder.iterdir() if is_pickle(p.name)] if folder.is_dir() else []
     if pickles:
         refuse_pickles(pickles, str(folder))
     raise MissingFileError(f"{folder}: no {WEIGHTS} or {INDEX}; a preset needs safetensors weights")
 
 
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Tensors of one file as read-only views of a memory map: nothing is copied."""
-    if not path.is_file():
+def read_safetensors(folder: Path, name: str) -> dict[str, np.ndarray]:
+    """Tensors of the file `name` of `folder` as read-only views of a memory map: nothing is copied.
+
+    The file is checked to be a regular file inside the folder (`confine`) before it is opened."""
+    path = folder / name
+    if not confine.is_file(folder, name):
         raise MissingFileError(f"weights file {path} is missing")
-    header, start = read_safetensors_header(path)  # checks the offsets tile the data exactly
-    with open(path, "rb") as f:
+    with confine.open_file(folder, name) as f:
+        header, start = read_safetensors_header(f, path)  # checks the offsets tile the data exactly
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     out = {}
-    for name, info in header.items():
+    for key, info in header.items():
         dtype = _DTYPES.get(info.get("dtype"))
         if dtype is None:
-            raise CorruptFileError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
+            raise CorruptFileError(f"{path}: tensor {key!r} has unsupported dtype {info.get('dtype')!r}")
         shape = tuple(info["shape"])
         count = int(np.prod(shape, dtype=np.int64))
-        out[name] = np.frombuffer(buf, dtype=dtype, count=count, offset=start + info["data_offsets"][0]).reshape(shape)
+        out[key] = np.frombuffer(buf, dtype=dtype, count=count, offset=start + info["data_offsets"][0]).reshape(shape)
     return out
 
 
 def read_weights(folder: Path) -> dict[str, np.ndarray]:
     """All tensors of a preset folder (single file or shards), memory-mapped, by checkpoint name."""
     tensors: dict[str, np.ndarray] = {}
-    for path in weight_files(folder):
-        for name, arr in read_safetensors(path).items():
-            if name in tensors:
-                raise CorruptFileError(f"tensor {name!r} appears in two shards ({path.name} and another)")
-            tensors[name] = arr
-    index = folder / INDEX
-    if index.is_file():
-        expected = set(json.loads(index.read_text())["weight_map"])
+    for name in weight_files(folder):
+        for key, arr in read_safetensors(folder, name).items():
+            if key in tensors:
+                raise CorruptFileError(f"tensor {key!r} appears in two shards ({name} and another)")
+            tensors[key] = arr
+    index = _index(folder)
+    if index is not None:
+        expected = set(index["weight_map"])
         if expected != set(tensors):
             missing = sorted(expected - set(tensors))[:5]
-            raise CorruptFileError(f"{index} lists tensors not found in the shards: {missing}")
+            raise CorruptFileError(f"{folder / INDEX} lists tensors not found in the shards: {missing}")
     return tensors
 
 
 def _write_file(path: Path, tensors: Mapping[str, np.ndarray]) -> None:
-    # transformers refuses safetensors files without format=pt metadata.
+    # transformers refuses safetensors files without format=pt metadata. safetensors writes through a
+    # private temp file (mode 0o600); write_weights then gives the file the usual permissions.
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
 
 
@@ -106,6 +120,7 @@ def write_weights(tensors: Mapping[str, np.ndarray], folder: Path, *, max_shard_
         size += tensors[name].nbytes
     if len(shards) == 1:
         _write_file(folder / WEIGHTS, shards[0])
+        set_default_modes(folder, [WEIGHTS])
         return [WEIGHTS]
     names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     weight_map = {}
@@ -114,6 +129,7 @@ def write_weights(tensors: Mapping[str, np.ndarray], folder: Path, *, max_shard_
         weight_map.update({k: name for k in shard})
     total = sum(v.nbytes for v in tensors.values())
     (folder / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    set_default_modes(folder, names)
     return names + [INDEX]
 
 

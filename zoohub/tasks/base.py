@@ -20,7 +20,7 @@ from zoohub.backbones.loading import LoadReport, load_params
 from zoohub.backend import get_backend, ops, using
 from zoohub.backend.memory import release_free_memory
 from zoohub.errors import BackendError, UnsupportedArchitectureError
-from zoohub.presets.folder import ZOOHUB_FILE, read_config, read_json, save_preset_folder
+from zoohub.presets.folder import ZOOHUB_FILE, read_aux_files, read_config, read_json, save_preset_folder
 from zoohub.presets.resolve import resolve_preset
 from zoohub.presets.weights import flatten, read_weights, unflatten, write_weights
 from zoohub.tasks.tokenizer import TOKENIZER_FILES, Tokenizer
@@ -163,7 +163,7 @@ class Task:
             head = family.heads[cls.TASK]
         flat, report = load_params(read_weights(folder), family, config, head,
                                    num_labels=cls._num_labels(hf, num_labels), seed=seed, where=str(folder))
-        aux = {name: (folder / name).read_bytes() for name in AUX_FILES if (folder / name).is_file()}
+        aux = read_aux_files(folder, AUX_FILES)  # checked to stay inside the folder, regular files only
         has_tokenizer = any(n in aux for n in ("tokenizer.json", "vocab.txt", "vocab.json"))
         meta = read_json(folder, ZOOHUB_FILE) or {}
         meta.pop("files", None)

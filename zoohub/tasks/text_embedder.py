@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 
+from zoohub.hub.files import POOLING_CONFIG, pooling_config
 from zoohub.layers import pool
 from zoohub.tasks.text_task import TextTask
 
@@ -30,10 +31,12 @@ class TextEmbedder(TextTask):
                    sequence_length: int | None = None, **options) -> None:
         st_config = json.loads(self.aux_files.get("sentence_bert_config.json", b"{}"))
         super()._configure(sequence_length=sequence_length or st_config.get("max_seq_length"), **options)
-        pooling_config = json.loads(self.aux_files.get("1_Pooling/config.json", b"{}"))
-        modes = [mode for key, mode in _POOLING_KEYS.items() if pooling_config.get(key)]
-        self.pooling = pooling or (modes[0] if modes else "mean")
         modules = json.loads(self.aux_files.get("modules.json", b"[]"))
+        # The Pooling module's folder comes from modules.json (checked to stay inside the preset).
+        pooling_file = pooling_config(modules, self.metadata.get("source", "this preset")) or POOLING_CONFIG
+        settings = json.loads(self.aux_files.get(pooling_file, b"{}"))
+        modes = [mode for key, mode in _POOLING_KEYS.items() if settings.get(key)]
+        self.pooling = pooling or (modes[0] if modes else "mean")
         has_normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
         self.normalize = normalize if normalize is not None else (has_normalize or not modules)
 

@@ -17,6 +17,7 @@ import tokenizers
 from tokenizers import processors
 
 from zoohub.errors import CorruptFileError, MissingFileError
+from zoohub.hub import confine
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
@@ -44,24 +45,25 @@ class Tokenizer:
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
     def from_folder(cls, folder: Path) -> "Tokenizer":
+        # Every file is checked to be a regular file inside the folder before it is opened (`confine`).
         folder = Path(folder)
         config: dict = {}
         for name in ("special_tokens_map.json", "tokenizer_config.json"):
-            path = folder / name
-            if path.is_file():
+            if confine.is_file(folder, name):
                 try:
-                    config.update(json.loads(path.read_text(encoding="utf-8")))
+                    config.update(json.loads(confine.read_bytes(folder, name).decode("utf-8")))
                 except ValueError as e:
-                    raise CorruptFileError(f"{path} is not valid JSON ({e})") from None
-        if (folder / "tokenizer.json").is_file():
+                    raise CorruptFileError(f"{folder / name} is not valid JSON ({e})") from None
+        if confine.is_file(folder, "tokenizer.json"):
             try:
-                backend = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+                backend = tokenizers.Tokenizer.from_str(confine.read_bytes(folder, "tokenizer.json").decode("utf-8"))
             except Exception as e:  # tokenizers raises plain Exception subclasses
                 raise CorruptFileError(f"{folder / 'tokenizer.json'} cannot be read by `tokenizers`: {e}") from None
-        elif (folder / "vocab.txt").is_file():
-            backend = cls._wordpiece(folder / "vocab.txt", config)
-        elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-            backend = cls._byte_level_bpe(folder, config)
+        elif confine.is_file(folder, "vocab.txt"):
+            backend = cls._wordpiece(confine.resolve(folder, "vocab.txt"), config)
+        elif confine.is_file(folder, "vocab.json") and confine.is_file(folder, "merges.txt"):
+            backend = cls._byte_level_bpe(confine.resolve(folder, "vocab.json"), confine.resolve(folder, "merges.txt"),
+                                          config)
         else:
             raise MissingFileError(
                 f"{folder} has no tokenizer: expected tokenizer.json, vocab.txt, or vocab.json + merges.txt"
@@ -85,10 +87,10 @@ class Tokenizer:
         return tok._tokenizer
 
     @staticmethod
-    def _byte_level_bpe(folder: Path, config: dict) -> tokenizers.Tokenizer:
+    def _byte_level_bpe(vocab: Path, merges: Path, config: dict) -> tokenizers.Tokenizer:
         from tokenizers.implementations import ByteLevelBPETokenizer
 
-        tok = ByteLevelBPETokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+        tok = ByteLevelBPETokenizer(str(vocab), str(merges),
                                     add_prefix_space=config.get("add_prefix_space", False))
         raw = tok._tokenizer
         cls_token, sep_token = _content(config.get("cls_token")), _content(config.get("sep_token"))
