@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,16 @@ def test_socket_is_refused(checkpoint, monkeypatch):
         server.bind("tokenizer.json")
         with no_hang(), pytest.raises(UnsafePathError, match="tokenizer.json is a socket"):
             zoohub.Backbone.from_preset(checkpoint)
+
+
+def test_device_is_refused(checkpoint):
+    (checkpoint / "tokenizer.json").unlink()
+    try:  # /dev/zero's numbers: opening and reading it would never end
+        os.mknod(checkpoint / "tokenizer.json", 0o644 | stat.S_IFCHR, os.makedev(1, 5))
+    except (PermissionError, OSError) as e:
+        pytest.skip(f"cannot create a device node here ({e})")
+    with no_hang(), pytest.raises(UnsafePathError, match="tokenizer.json is a character device"):
+        zoohub.Backbone.from_preset(checkpoint)
 
 
 def test_manifest_keys_leaving_the_folder_are_refused(saved):
