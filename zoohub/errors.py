@@ -90,6 +90,10 @@ class InputError(ZoohubError, ValueError):
     """Bad user data: mismatched lengths, labels out of range, empty input."""
 
 
+class DiskFullError(ZoohubError, OSError):
+    """No room to write a preset, checkpoint or download: the disk, a quota or the file size limit is full."""
+
+
 def close_matches(name: str, choices: Iterable[str], n: int = 3) -> str:
     """A ' did you mean ...?' suffix, or '' when nothing is close.
 

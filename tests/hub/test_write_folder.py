@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from zoohub.hub import local
 from zoohub.hub.local import write_folder
 
 
@@ -37,6 +38,7 @@ def test_a_failing_fill_keeps_the_old_folder(tmp_path):
 def test_a_failing_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
     target = tmp_path / "out"
     write_folder(target, lambda tmp: (tmp / "a.txt").write_text("old"))
+    monkeypatch.setattr(local, "_renameat2", None)  # the portable swap: rename aside, then in
     real_rename = os.rename
 
     def rename(src, dst):
