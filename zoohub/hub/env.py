@@ -78,6 +78,11 @@ def connect_timeout() -> float:
     return float(os.environ.get("ZOOHUB_CONNECT_TIMEOUT", "5"))
 
 
+def read_timeout() -> float:
+    """Seconds a static host may go silent mid-download before the attempt counts as failed."""
+    return float(os.environ.get("ZOOHUB_READ_TIMEOUT", "60"))
+
+
 def use_xet_for_upload(endpoint: str) -> bool:
     return endpoint.rstrip("/") in XET_ENDPOINTS and not flag("HF_HUB_DISABLE_XET")
 

@@ -10,8 +10,10 @@ import contextlib
 import json
 import logging
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx2
 from huggingface_hub import HfApi, hf_hub_download
@@ -28,6 +30,7 @@ from zoohub.errors import (
 from zoohub.hub import env, integrity
 from zoohub.hub.files import select_files
 from zoohub.hub.handles import COMMIT
+from zoohub.hub.static import does_not_resolve
 
 logger = logging.getLogger("zoohub.hub")
 _HEX64 = 64
@@ -83,6 +86,12 @@ def translate_errors(repo_id: str, revision: str, endpoint: str, token: str | No
             raise HubUnreachableError(f"{endpoint} answered {status} for {where}; try again later") from None
         raise HubError(f"{endpoint} answered {status} for {where}: {server or 'no details'}") from None
     except (httpx2.ConnectError, httpx2.TimeoutException, httpx2.NetworkError) as e:
+        if does_not_resolve(e):
+            host = urlparse(endpoint).hostname
+            raise HubUnreachableError(
+                f"cannot reach {endpoint}: the host name {host} does not resolve (DNS lookup failed), so "
+                f"{where} cannot be fetched; check HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use cached files "
+                "only") from None
         raise HubUnreachableError(
             f"cannot reach {endpoint} ({type(e).__name__}) to fetch {where}; check the connection and "
             "HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use cached files only") from None
@@ -189,14 +198,21 @@ def _remember(storage: Path, revision: str, commit: str, names: list[str]) -> No
     with contextlib.suppress(OSError):
         if revision != commit:
             ref = storage / "refs" / revision
-            ref.parent.mkdir(parents=True, exist_ok=True)
             if not ref.is_file() or ref.read_text() != commit:
-                ref.write_text(commit)
-        record = _record_file(storage, commit)
-        record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps(names))
-        os.replace(tmp, record)
+                _write_atomically(ref, commit)
+        _write_atomically(_record_file(storage, commit), json.dumps(names))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace `path` whole: processes fetching the same repo at once, or one killed mid-write,
+    never leave a half-written ref or record (a unique temp name each, then os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def from_cache(repo_id: str, revision: str, storage: Path, reason: str, error: type[Exception]) -> Path:

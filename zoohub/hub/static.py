@@ -4,22 +4,41 @@ Our own cache under $ZOOHUB_HOME/static: each file is downloaded to `<name>.inco
 `Range`/`If-Range` after a dropped connection, retried with backoff on 5xx, checked (size, and sha256
 against zoohub.json when the folder has one), then renamed into place. Later loads revalidate with
 `If-None-Match`; offline, the cached folder is used as is.
+
+One process at a time works on a cache entry (a flock under static/.locks), so processes loading
+the same preset at once download each file once. A cached version is "complete" only between
+fetches that finished; while files are replaced it is not, so a crash never leaves a mix that a
+later load takes as complete. A host name that does not resolve fails at once; a failed first
+fetch leaves no cache entry, and a full disk leaves no partial file.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+import shutil
+import socket
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
 import requests
 
-from zoohub.errors import AuthError, HubError, HubUnreachableError, IntegrityError, OfflineError
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; concurrent processes then each download on their own
+    fcntl = None
+
+from zoohub.errors import (
+    AuthError, DiskFullError, HubError, HubUnreachableError, IntegrityError, OfflineError,
+)
 from zoohub.hub import env, integrity
+from zoohub.hub.local import disk_full
 from zoohub.hub.files import select_files
 
 logger = logging.getLogger("zoohub.hub")
@@ -65,10 +84,39 @@ class StaticFolder:
             return {"files": {}, "complete": None}
 
     def _write_state(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f"{STATE}.tmp"
-        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
-        os.replace(tmp, self.folder / STATE)
+        if not self.folder.is_dir():  # nothing was downloaded: no cache entry to describe
+            return
+        tmp = self.folder / f"{STATE}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+            os.replace(tmp, self.folder / STATE)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if why := disk_full(e):
+                raise DiskFullError(f"cannot write {self.folder / STATE}: {why}. Free some space "
+                                    "there, or set ZOOHUB_HOME to a disk with room, and load again") from None
+            raise
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[bool]:
+        """Hold the cache entry's lock (flock; released by the kernel if the process dies): one process
+        at a time reads and writes an entry. Yields whether another process held it first."""
+        lock_file = lock_path(self.folder)
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_file, "a+b") as handle:
+            waited = False
+            if fcntl is not None:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    logger.info("waiting for another process downloading %s", self.base)
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                    waited = True
+            try:
+                yield waited
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- one file ------------------------------------------------------------------------------
     def get(self, name: str) -> Path | None:
@@ -76,10 +124,21 @@ class StaticFolder:
         url = self.base + quote(name)
         dest = self.folder / name
         part = dest.with_name(dest.name + ".incomplete")
-        dest.parent.mkdir(parents=True, exist_ok=True)
         known = self.state["files"].get(name) or {}
         validator = self.state.setdefault("partial", {}).get(name)
+        last = "no answer"  # why the latest attempt failed, for the final message
+        timeouts = 0
+
+        def stalled(error: Exception) -> bool:
+            """Note why the attempt failed; True when the host has now timed out twice (it is stalled)."""
+            nonlocal last, timeouts
+            last = _reason(error)
+            timeouts += isinstance(error, requests.Timeout) or "timed out" in str(error).lower()
+            return timeouts >= 2
+
         for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                self._sleep(attempt - 1)
             headers = {"Accept-Encoding": "identity"}
             if dest.is_file() and known.get("etag"):
                 headers["If-None-Match"] = known["etag"]
@@ -89,12 +148,16 @@ class StaticFolder:
                 headers["If-Range"] = validator
             try:
                 response = self.session.get(url, headers=headers, stream=True,
-                                            timeout=(env.connect_timeout(), 60))
-            except (requests.ConnectTimeout, requests.ConnectionError) as e:
-                if "NewConnectionError" in repr(e) or isinstance(e, requests.ConnectTimeout):
-                    if attempt >= 1:  # a host that refuses twice is down: fail in well under a second
-                        raise _Unreachable(f"{type(e).__name__}") from None
-                self._sleep(attempt)
+                                            timeout=(env.connect_timeout(), env.read_timeout()))
+            except (requests.ConnectionError, requests.Timeout) as e:
+                host = urlparse(self.base).hostname
+                if does_not_resolve(e):  # retrying cannot make a name resolve
+                    raise _Unreachable(f"the host name {host} does not resolve (DNS lookup failed)") from None
+                refused = "NewConnectionError" in repr(e) or isinstance(e, requests.ConnectTimeout)
+                if refused and attempt >= 1:  # a host that refuses twice is down: fail in well under a second
+                    raise _Unreachable(f"cannot reach {urlparse(self.base).netloc} ({type(e).__name__})") from None
+                if stalled(e):
+                    break
                 continue
             with response:
                 status = response.status_code
@@ -107,7 +170,7 @@ class StaticFolder:
                                     "does not send. Download the folder yourself and load it by path")
                 if status >= 500 or status == 429:
                     logger.info("%s answered %s; retrying", url, status)
-                    self._sleep(attempt)
+                    last = f"it answered {status} {response.reason or ''}".rstrip()
                     continue
                 if status not in (200, 206):
                     raise HubError(f"{url} answered {status}; expected the file or 404")
@@ -122,25 +185,43 @@ class StaticFolder:
                         requests.Timeout) as e:
                     logger.info("connection lost while downloading %s (%s); resuming", url, e)
                     validator = tag
-                    self._sleep(attempt)
+                    if stalled(e):
+                        break
                     continue
+                except OSError as e:
+                    self._discard_partial(name, part)
+                    if why := disk_full(e):
+                        raise DiskFullError(
+                            f"cannot write {dest} (downloading {url}): {why}; the partial file was "
+                            f"removed. Free some space there, or set ZOOHUB_HOME to a disk with room, and load "
+                            "again") from None
+                    raise
             size = part.stat().st_size
             if total is not None and size != total:
                 validator = tag
-                self._sleep(attempt)
+                last = f"the body ended after {size} of {total} bytes"
                 continue
+            if self.state.get("complete"):
+                # The cached version is about to change file by file: until this fetch completes, it is
+                # not a complete version, so a crash or a failure here can never leave a mix taken as one.
+                self.state["complete"] = None
+                self._write_state()
             os.replace(part, dest)
             integrity.forget(dest)
             self.state["partial"].pop(name, None)
             self.state["files"][name] = {"etag": response.headers.get("ETag"), "size": size}
             return dest
-        raise HubError(f"gave up on {url} after {MAX_ATTEMPTS} attempts (server errors or dropped "
-                       "connections); try again later")
+        raise HubError(f"gave up on {url} after {attempt + 1} attempts ({last}); try again later")
+
+    def _discard_partial(self, name: str, part: Path) -> None:
+        part.unlink(missing_ok=True)
+        self.state.setdefault("partial", {}).pop(name, None)
 
     def head(self, name: str) -> bool:
         """Whether the host has the file, without downloading it (for files that are never fetched)."""
         try:
-            response = self.session.head(self.base + quote(name), timeout=(env.connect_timeout(), 60))
+            response = self.session.head(self.base + quote(name),
+                                         timeout=(env.connect_timeout(), env.read_timeout()))
         except requests.RequestException:
             return False
         return response.status_code == 200
@@ -160,6 +241,7 @@ class StaticFolder:
     def _stream(response: requests.Response, part: Path, resume: int, total: int | None, name: str) -> None:
         from tqdm.auto import tqdm
 
+        part.parent.mkdir(parents=True, exist_ok=True)  # created with the first byte: a failure before leaves nothing
         show = not env.quiet() and (total or 0) > 8 << 20
         with open(part, "ab" if resume else "wb") as f, tqdm(
                 total=total, initial=resume, unit="B", unit_scale=True, desc=name, disable=not show) as bar:
@@ -169,20 +251,40 @@ class StaticFolder:
 
     # -- the folder ----------------------------------------------------------------------------
     def fetch(self) -> Path:
-        where = self.base
-        if env.offline():
-            return self.from_cache("offline mode is on (HF_HUB_OFFLINE=1 or ZOOHUB_OFFLINE=1)", OfflineError)
+        """The cache folder, complete and verified: downloaded or revalidated first when online."""
+        started = time.time()
+        with self._locked() as waited:
+            self.state = self._read_state()  # as the previous holder of the lock left it
+            if env.offline():
+                return self.from_cache("offline mode is on (HF_HUB_OFFLINE=1 or ZOOHUB_OFFLINE=1)", OfflineError)
+            if waited and self.state.get("complete") and self.state.get("fetched_at", 0) >= started:
+                # Another process fetched it while this one waited: as fresh as fetching again.
+                with contextlib.suppress(OfflineError, IntegrityError):
+                    return self.from_cache("", OfflineError)
+            return self._fetch_and_record()
+
+    def _fetch_and_record(self) -> Path:
         try:
             names = self._fetch_online()
         except _Unreachable as e:
-            reason = f"cannot reach {urlparse(self.base).netloc} ({e})"
-            folder = self.from_cache(reason, HubUnreachableError)
-            logger.warning("%s; using the cached copy of %s", reason, where)
-            return folder
-        finally:
             self._write_state()
+            self._drop_if_empty()
+            folder = self.from_cache(str(e), HubUnreachableError)
+            logger.warning("%s; using the cached copy of %s", e, self.base)
+            return folder
+        except BaseException:
+            with contextlib.suppress(OSError):  # a full disk may refuse this too; the error above says why
+                self._write_state()
+            self._drop_if_empty()
+            raise
+        self.state["fetched_at"] = time.time()
         self._prune(names)
         return self.folder
+
+    def _drop_if_empty(self) -> None:
+        """Remove a cache entry that holds no downloaded byte (a failed first fetch leaves nothing)."""
+        if self.folder.is_dir() and all(p.name.startswith(STATE) for p in self.folder.rglob("*") if p.is_file()):
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def _fetch_online(self) -> list[str]:
         where = self.base
@@ -248,6 +350,40 @@ class StaticFolder:
                         f"{', '.join(missing)}. Fetch it while online with: {fetch_command(self.base)}")
         self._verify(names)
         return self.folder
+
+
+def lock_path(folder: Path) -> Path:
+    """The lock file of a cache entry: under static/.locks, so a failed first fetch leaves no entry."""
+    return folder.parents[1] / ".locks" / folder.parent.name / f"{folder.name}.lock"
+
+
+def does_not_resolve(error: BaseException) -> bool:
+    """Whether a connection error (requests', httpx's) is a failed DNS lookup: a socket.gaierror or
+    urllib3's NameResolutionError somewhere in its chain."""
+    seen = set()
+    stack = [error]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, socket.gaierror) or type(e).__name__ == "NameResolutionError":
+            return True
+        stack += [getattr(e, "reason", None), e.__cause__, e.__context__,
+                  *(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))]
+    return False
+
+
+def _reason(error: Exception) -> str:
+    """A short reason for a failed attempt: "the connection was reset", "no data for 60 s"..."""
+    text = str(error)
+    if "timed out" in text.lower():
+        return f"no data within the {env.read_timeout():g} s read timeout"
+    if "reset" in text.lower():
+        return "the connection was reset"
+    if "IncompleteRead" in text or "prematurely" in text or isinstance(error, requests.exceptions.ChunkedEncodingError):
+        return "the connection closed before the end of the body"
+    return type(error).__name__
 
 
 def fetch(base_url: str) -> Path:
