@@ -115,3 +115,17 @@ def test_a_model_keeps_its_backend_when_the_selection_changes(tmp_path):
         with pytest.raises(errors.BackendError, match="jax"):
             zoohub.Backbone.from_preset(tmp_path).fit(["a"], [0])
     assert model.backend == "jax" and out.shape == (1, 3, 6)
+
+
+def test_a_stale_seeded_starter_is_replaced_by_the_bundled_one():
+    """The local hub's copy of a bundled preset follows the package (a user upgrading zoohub gets the
+    new starter, not the one an older version seeded)."""
+    from pathlib import Path
+
+    from zoohub.presets.resolve import resolve_preset
+
+    folder = Path(resolve_preset("starter_bert_tiny_en"))
+    bundled = Path(zoohub.__file__).parent / "data" / "starter-bert-tiny" / "config.json"
+    (folder / "config.json").write_text('{"model_type": "bert", "stale": true}')
+    again = Path(resolve_preset("starter_bert_tiny_en"))
+    assert (again / "config.json").read_bytes() == bundled.read_bytes()

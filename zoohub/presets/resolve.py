@@ -62,8 +62,9 @@ def _name_the_download_command(error: HubError, name: str, revision: str | None)
 
 
 def _seed_bundled(name: str, handle) -> None:
-    """Copy a preset shipped inside the package into the local hub the first time it is asked for."""
-    if handle.scheme != "local" or handle.path.is_dir():
+    """Copy a preset shipped inside the package into the local hub when it is asked for and the hub's
+    copy is missing or from another zoohub version (publish does nothing when the files are the same)."""
+    if handle.scheme != "local":
         return
     from zoohub.hub import local
 
