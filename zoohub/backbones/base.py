@@ -11,10 +11,11 @@ exposes `FAMILIES` ({model_type: Family}).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args, get_type_hints
 
 import numpy as np
 
@@ -49,6 +50,33 @@ BASE_CHECKS: dict[str, Check] = {
     "is_encoder_decoder": _NO, "add_cross_attention": _NO, "tie_encoder_decoder": _NO,
     "cross_attention_hidden_size": (lambda v: v is None, "null"),
 }
+
+
+def _passes(ok: Callable[[Any], bool], value) -> bool:
+    """A check's verdict on a value of any JSON type; a check that cannot read the value says no."""
+    try:
+        return bool(ok(value))
+    except (TypeError, ValueError, AttributeError, LookupError, ArithmeticError):
+        return False
+
+
+@functools.cache
+def _field_types(cls) -> dict[str, tuple]:
+    """{field: the types its annotation allows} (`int | None` -> (int, NoneType)); only plain classes."""
+    hints = get_type_hints(cls)
+    out = {}
+    for name in cls.handled_keys():
+        kinds = get_args(hints[name]) or (hints[name],)
+        if all(isinstance(k, type) for k in kinds):
+            out[name] = kinds
+    return out
+
+
+def _type_ok(value, kinds: tuple) -> bool:
+    """Whether a config.json value fits a field's types: an int passes for a float, a bool only for a bool."""
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds + ((int,) if float in kinds else ()))
 
 
 def _unset(value) -> bool:
@@ -117,11 +145,16 @@ class ModelConfig:
         for key, value in hf.items():
             if key in checks:  # fields too: e.g. rope_parameters of a type not implemented
                 ok, what = checks[key]
-                if not ok(value):
+                if not _passes(ok, value):
                     raise UnsupportedConfigError(
                         f"{cls.MODEL_TYPE} config has {key}={value!r}, which zoohub does not implement "
                         f"(supported: {what}); it changes the model's outputs, so it is not ignored")
             if key in fields:
+                kinds = _field_types(cls).get(key)
+                if kinds is not None and not _type_ok(value, kinds):
+                    expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                    raise UnsupportedConfigError(
+                        f"{cls.MODEL_TYPE} config has {key}={value!r:.100}, expected {expected}; fix config.json")
                 known[key] = value
                 continue
             if key not in checks and key not in ignored and not _unset(value):
@@ -133,6 +166,8 @@ class ModelConfig:
             return cls(**known, extra=extra, read=frozenset(hf))
         except TypeError as e:
             raise UnsupportedConfigError(f"{cls.MODEL_TYPE} config is incomplete: {e}") from None
+        except (ValueError, ArithmeticError) as e:  # the invariants of __post_init__
+            raise UnsupportedConfigError(f"{cls.MODEL_TYPE} config is invalid: {e}; fix config.json") from None
 
     def to_hf(self) -> dict:
         out = dict(self.extra)
