@@ -110,7 +110,7 @@ def check(path: Path, name: str, where: str, *, sha256: str | None = None, git_s
     recorded = _recorded(real, real.stat(), git_sha1=git_sha1 is not None)
     found = recorded or compute(real, git_sha1=git_sha1 is not None)
     for label, want, got in (("sha256", sha256, found.sha256), ("git sha1", git_sha1, found.git_sha1)):
-        if want is not None and want.lower() != got:
+        if want is not None and str(want).lower() != got:
             forget(path)
             raise IntegrityError(
                 f"{name} from {where} is corrupt: its {label} is {got}, {source} says {want}. The bad cache "
@@ -144,13 +144,14 @@ def check_manifest(folder: Path, names: Collection[str] | None = None, where: st
         files = json.loads(confine.read_bytes(folder, "zoohub.json")).get("files") or {}
         if not isinstance(files, dict):
             raise ValueError("'files' is not a mapping")
-    except (ValueError, AttributeError) as e:
+    except (ValueError, AttributeError, RecursionError) as e:
         if where is None:
             raise CorruptFileError(f"{path} is not valid JSON or its 'files' is not a mapping ({e}); "
                                    "re-save the preset") from None
         raise IntegrityError(f"zoohub.json from {where} is not valid JSON; re-upload the preset") from None
     for name in files:
-        confine.check_name(name, path)
+        if confine.check_name(name, path).split("/")[-1] in ("", "."):
+            raise CorruptFileError(f"{path} lists {name!r}, a folder, as a file; re-save the preset")
     for name in files if names is None else names:
         info, target = files.get(name), folder / name
         found = confine.resolve(folder, name) if name in files else None

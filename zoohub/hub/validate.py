@@ -22,6 +22,19 @@ _ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0":
 _MAX_HEADER = 100 << 20
 
 
+def _tensor_entry_ok(info) -> bool:
+    """A header entry has a dtype string, a shape of at most 64 sizes whose product numpy can hold, and
+    data_offsets [begin, end] with 0 <= begin <= end."""
+    def sizes(value) -> bool:
+        return isinstance(value, list) and all(type(x) is int and x >= 0 for x in value)
+
+    if not isinstance(info, dict) or not isinstance(info.get("dtype"), str):
+        return False
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    return (sizes(shape) and len(shape) <= 64 and math.prod(max(d, 1) for d in shape) < 2**62
+            and sizes(offsets) and len(offsets) == 2 and offsets[0] <= offsets[1])
+
+
 def read_safetensors_header(file: BinaryIO, path: Path) -> tuple[dict, int]:
     """(tensor table, byte offset where tensor data starts) of a safetensors file open as `file`
     (named `path` in messages), after checking that the offsets tile the data exactly. The one header
@@ -37,9 +50,16 @@ def read_safetensors_header(file: BinaryIO, path: Path) -> tuple[dict, int]:
                                "it is not safetensors or it is truncated")
     try:
         header = json.loads(file.read(length))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CorruptFileError(f"{path}: the safetensors header is not valid JSON; re-save it") from None
+    if not isinstance(header, dict):
+        raise CorruptFileError(f"{path}: the safetensors header is not a JSON object; re-save it")
     header.pop("__metadata__", None)
+    for name, info in header.items():
+        if not _tensor_entry_ok(info):
+            raise CorruptFileError(f"{path}: tensor {name!r} needs a dtype string, a shape (at most 64 sizes) and "
+                                   "data_offsets [begin, end], all sizes non-negative integers; it has "
+                                   f"{info!r:.200}. Re-save it")
     data_size, end = size - 8 - length, 0
     for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
         begin, stop = info["data_offsets"]

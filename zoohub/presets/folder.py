@@ -24,17 +24,22 @@ from zoohub.hub.local import write_folder  # the one atomic folder writer; tasks
 ZOOHUB_FILE = "zoohub.json"
 
 
-def read_json(folder: Path, name: str, *, required: bool = False) -> dict | None:
-    """A JSON file of the folder (checked to stay inside it, see `confine`); None when absent and not required."""
+def read_json(folder: Path, name: str, *, required: bool = False, kind: type = dict) -> dict | None:
+    """A JSON file of the folder (checked to stay inside it, see `confine`), whose top level is a `kind`
+    (an object unless told otherwise); None when absent and not required."""
     path = folder / name
     if not confine.is_file(folder, name):
         if required:
             raise MissingFileError(f"{path} is missing; a preset folder needs {name}")
         return None
     try:
-        return json.loads(confine.read_bytes(folder, name).decode("utf-8"))
-    except ValueError as e:
+        value = json.loads(confine.read_bytes(folder, name).decode("utf-8"))
+    except (ValueError, RecursionError) as e:
         raise CorruptFileError(f"{path} is not valid JSON ({e}); re-download or re-save the preset") from None
+    if not isinstance(value, kind):
+        raise CorruptFileError(f"{path} holds a JSON {type(value).__name__}, expected a JSON "
+                               f"{'object' if kind is dict else kind.__name__}; re-download or re-save the preset")
+    return value
 
 
 def read_aux_files(folder: Path, names: Iterable[str]) -> dict[str, bytes]:
@@ -42,7 +47,7 @@ def read_aux_files(folder: Path, names: Iterable[str]) -> dict[str, bytes]:
     sentence-transformers `modules.json` names; each checked to stay inside the folder (`confine`)."""
     names = list(names)
     if confine.is_file(folder, "modules.json"):
-        pooling = pooling_config(read_json(folder, "modules.json"), str(folder))
+        pooling = pooling_config(read_json(folder, "modules.json", kind=list), str(folder))
         if pooling is not None and pooling not in names:
             names.append(pooling)
     return {name: confine.read_bytes(folder, name) for name in names if confine.is_file(folder, name)}
@@ -51,8 +56,9 @@ def read_aux_files(folder: Path, names: Iterable[str]) -> dict[str, bytes]:
 def read_config(folder: Path) -> dict:
     """config.json, with transformers 4.x keys mapped to 5.x (`torch_dtype` -> `dtype`)."""
     config = read_json(folder, "config.json", required=True)
-    if "model_type" not in config:
-        raise CorruptFileError(f"{folder / 'config.json'} has no 'model_type'; is this a transformers checkpoint?")
+    if not isinstance(config.get("model_type"), str):
+        raise CorruptFileError(f"{folder / 'config.json'} has no 'model_type' string; "
+                               "is this a transformers checkpoint?")
     if "torch_dtype" in config and "dtype" not in config:
         config["dtype"] = config.pop("torch_dtype")
     return config

@@ -40,7 +40,7 @@ def _index(folder: Path) -> dict | None:
         return None
     try:
         index = json.loads(confine.read_bytes(folder, INDEX))
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise CorruptFileError(f"{folder / INDEX}: not a valid safetensors index ({e}); "
                                "re-download or re-save it") from None
     shard_names(index, str(folder))  # a weight_map, naming .safetensors files inside the folder

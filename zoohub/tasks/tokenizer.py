@@ -24,7 +24,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def _content(token) -> str | None:
-    return token.get("content") if isinstance(token, dict) else token
+    """A special token's string, from `"<s>"` or `{"content": "<s>", ...}`; None for anything else."""
+    value = token.get("content") if isinstance(token, dict) else token
+    return value if isinstance(value, str) else None
 
 
 class Tokenizer:
@@ -51,9 +53,13 @@ class Tokenizer:
         for name in ("special_tokens_map.json", "tokenizer_config.json"):
             if confine.is_file(folder, name):
                 try:
-                    config.update(json.loads(confine.read_bytes(folder, name).decode("utf-8")))
-                except ValueError as e:
+                    loaded = json.loads(confine.read_bytes(folder, name).decode("utf-8"))
+                except (ValueError, RecursionError) as e:
                     raise CorruptFileError(f"{folder / name} is not valid JSON ({e})") from None
+                if not isinstance(loaded, dict):
+                    raise CorruptFileError(f"{folder / name} holds a JSON {type(loaded).__name__}, expected an "
+                                           "object; re-save the tokenizer")
+                config.update(loaded)
         if confine.is_file(folder, "tokenizer.json"):
             try:
                 backend = tokenizers.Tokenizer.from_str(confine.read_bytes(folder, "tokenizer.json").decode("utf-8"))
@@ -127,7 +133,8 @@ class Tokenizer:
     @property
     def model_max_length(self) -> int | None:
         value = self.config.get("model_max_length")
-        return int(value) if isinstance(value, (int, float)) and value < 1e9 else None
+        usable = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e9
+        return int(value) if usable else None
 
     # ---- encoding --------------------------------------------------------------------------
     def encode_batch(self, texts, pairs=None, *, max_length: int | None, add_special_tokens: bool = True):
