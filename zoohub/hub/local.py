@@ -212,26 +212,24 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), os.fspath(b))
 
 
-_NEW_STALE_S = 60.0
+# A temp folder is locked right after mkdir: one younger than this may be a live writer's that is
+# not locked yet, and is left alone.
+_FRESH_S = 10.0
 
 
 def _claimed_tmp(target: Path) -> tuple[Path, int | None]:
-    """A new temp folder beside `target`, held by a lock (flock) for as long as this writer lives.
-
-    The folder is created under a `new-` name and locked before it takes its `tmp-` name, so every
-    `tmp-` folder without a lock holder belongs to a writer that died: `_tidy` removes those."""
-    new = _beside(target, "new")
-    new.mkdir()
-    claim = None
-    if fcntl is not None:
-        claim = os.open(new, os.O_RDONLY)
-        try:
-            fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # a filesystem without locks: `_abandoned` cannot lock either, so nothing is removed
-            os.close(claim)
-            claim = None
-    tmp = new.with_name(new.name.replace(".new-", ".tmp-", 1))
-    os.rename(new, tmp)
+    """A new temp folder beside `target`, held by a lock (flock) for as long as this writer lives, so
+    that a temp folder nobody holds belongs to a writer that died: `_tidy` removes those."""
+    tmp = _beside(target, "tmp")
+    tmp.mkdir()
+    if fcntl is None:
+        return tmp, None
+    claim = os.open(tmp, os.O_RDONLY)
+    try:
+        fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a filesystem without locks: `_abandoned` cannot lock either, so nothing is removed
+        os.close(claim)
+        return tmp, None
     return tmp, claim
 
 
@@ -244,17 +242,13 @@ def _tidy(target: Path) -> None:
     except OSError:
         return
     for entry in entries:
-        kind = re.fullmatch(r"(new|tmp|old)-[0-9a-f]{8}", entry.name[len(prefix):])
+        kind = re.fullmatch(r"(tmp|old)-[0-9a-f]{8}", entry.name[len(prefix):])
         if kind is None or not entry.is_dir() or entry.is_symlink():
             continue
-        kind = kind.group(1)
-        if kind == "old" and not target.exists():
+        if kind.group(1) == "old" and not target.exists():
             with contextlib.suppress(OSError):  # a writer that just put a new version there wins
                 os.rename(entry, target)
-        elif kind == "old" or (kind == "tmp" and _abandoned(entry)):
-            shutil.rmtree(entry, ignore_errors=True)
-        elif kind == "new" and _abandoned(entry) and time.time() - entry.stat().st_mtime > _NEW_STALE_S:
-            # Empty: its writer died between mkdir and taking the lock (a live one is that young).
+        elif kind.group(1) == "old" or _abandoned(entry):
             shutil.rmtree(entry, ignore_errors=True)
 
 
@@ -263,6 +257,8 @@ def _abandoned(folder: Path) -> bool:
     if fcntl is None:
         return False
     try:
+        if time.time() - folder.stat().st_ctime < _FRESH_S:
+            return False
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return False
