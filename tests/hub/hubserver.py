@@ -66,6 +66,7 @@ class HubState:
         self.corrupt: set[str] = set()               # oids (sha256 or git sha1) served with a flipped byte
         self.drop_once: set[str] = set()             # oids whose next download is cut halfway
         self.log: list[tuple[str, str, dict]] = []   # (method, path, headers) of every request
+        self.pace_s = 0.0                            # seconds between 16 KB steps of a body (a slow link)
         self.yaml_checked: list[str] = []
         self._counter = itertools.count()
 

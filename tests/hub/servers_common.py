@@ -2,15 +2,28 @@
 from __future__ import annotations
 
 import socket
+import struct
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: with Nagle on, each response waits for the
+    # client's delayed ACK (about 40 ms on loopback).
+    disable_nagle_algorithm = True
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except ValueError:  # flushing a connection `reset_after` closed on purpose
+            if not self.wfile.closed:
+                raise
 
     def read_body(self) -> bytes:
         """The request body, plain or chunked (httpx streams file uploads chunked)."""
@@ -34,7 +47,18 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD" and body:
+            self.write_body(body)
+
+    def write_body(self, body: bytes) -> None:
+        """The body at once, or in 16 KB steps `state.pace_s` seconds apart (a slow link)."""
+        pace = getattr(getattr(self, "state", None), "pace_s", 0.0)
+        if not pace:
             self.wfile.write(body)
+            return
+        for start in range(0, len(body), 1 << 14):
+            self.wfile.write(body[start:start + (1 << 14)])
+            self.wfile.flush()
+            time.sleep(pace)
 
     def drop_after(self, status: int, body: bytes, headers: dict, fraction: float = 0.5) -> None:
         """Announce the whole body, send part of it, then cut the connection."""
@@ -49,6 +73,31 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def reset_after(self, status: int, body: bytes, headers: dict, fraction: float = 0.5) -> None:
+        """Announce the whole body, send part of it, then reset the connection (RST, not a clean close)."""
+        self.send_response(status)
+        for key, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body[: int(len(body) * fraction)])
+        self.wfile.flush()
+        self.close_connection = True
+        self.rfile.close()
+        self.wfile.close()  # the socket's last file objects: closing it now really closes it
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
+    def stall_after(self, status: int, body: bytes, headers: dict, seconds: float, fraction: float = 0.5) -> None:
+        """Announce the whole body, send part of it, then go silent for `seconds` and close."""
+        self.send_response(status)
+        for key, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body[: int(len(body) * fraction)])
+        self.wfile.flush()
+        time.sleep(seconds)
+        self.close_connection = True
 
     def send_range(self, data: bytes, etag: str, extra: dict | None = None) -> None:
         """200 or 206 for a `Range: bytes=a-[b]` request, honouring If-Range."""
@@ -65,12 +114,19 @@ class Handler(BaseHTTPRequestHandler):
         return self.reply(200, data, headers)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        # A client that went away mid-body (killed, or timed out on purpose) is not a server error.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class Server:
     """A ThreadingHTTPServer on 127.0.0.1 with a free port, served from a daemon thread."""
 
     def __init__(self, handler: type[Handler], **attrs) -> None:
         handler = type(handler.__name__, (handler,), attrs)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
