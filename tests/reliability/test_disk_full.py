@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.harness import files_of, finish, leftovers, logits, make_preset, spawn
+from tests.reliability.harness import files_of, finish, leftovers, logits, make_preset, publish_to_hub, spawn
 from zoohub.errors import DiskFullError, OfflineError
-from zoohub.hub import static
+from zoohub.hub import hf, static  # noqa: F401 (huggingface_hub reads HF_HUB_OFFLINE at import: online)
 from zoohub.presets.resolve import resolve_preset
 
 LIMIT = 64 << 10  # below the weights (about 180 KB), above every small file
@@ -104,6 +104,20 @@ def test_file_size_limit_while_downloading_from_a_static_host(versions, static_h
     assert files_of(resolve_preset(url)) == files_of(versions[0])  # with room again, it completes
     print(f"RELIABILITY | disk full (RLIMIT_FSIZE) during a static-host download | 1 | DiskFullError naming "
           f"the cache file; no partial file, cache not taken as complete | {time.monotonic() - start:.1f} s")
+
+
+def test_file_size_limit_while_downloading_from_an_hf_hub(versions, hub_servers, isolated, monkeypatch):
+    publish_to_hub(hub_servers, "me/limited", versions[0])
+    start = time.monotonic()
+    outcome = json.loads(finish(spawn(LIMITED, "download", "hf://me/limited", "-", LIMIT)))
+    assert_clear(outcome, "model.safetensors of hf://me/limited")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError):  # huggingface_hub's .incomplete file is never taken as complete
+        resolve_preset("hf://me/limited")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert files_of(resolve_preset("hf://me/limited")) == files_of(versions[0])
+    print(f"RELIABILITY | disk full (RLIMIT_FSIZE) during an hf:// download | 1 | DiskFullError naming the "
+          f"file and cache; cache not taken as complete | {time.monotonic() - start:.1f} s")
 
 
 # -- a real ENOSPC on a tiny tmpfs ----------------------------------------------------------------

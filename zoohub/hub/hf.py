@@ -24,12 +24,13 @@ from huggingface_hub.errors import (
 from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFoundError
 
 from zoohub.errors import (
-    AuthError, HubError, HubUnreachableError, IntegrityError, MissingFileError, OfflineError,
+    AuthError, DiskFullError, HubError, HubUnreachableError, IntegrityError, MissingFileError, OfflineError,
     RepoNotFoundError, RevisionNotFoundError,
 )
 from zoohub.hub import env, integrity
 from zoohub.hub.files import select_files
 from zoohub.hub.handles import COMMIT
+from zoohub.hub.local import disk_full
 from zoohub.hub.static import does_not_resolve
 
 logger = logging.getLogger("zoohub.hub")
@@ -99,6 +100,10 @@ def translate_errors(repo_id: str, revision: str, endpoint: str, token: str | No
         if "Consistency check failed" in str(e):  # huggingface_hub's size check
             raise IntegrityError(f"{filename} from {where} arrived with the wrong size ({e}); load again "
                                  "to re-download") from None
+        if why := disk_full(e):  # huggingface_hub keeps its .incomplete file to resume from
+            raise DiskFullError(f"cannot write {filename or 'a file'} of {where} into {env.hf_cache_dir()}: "
+                                f"{why}. Free some space there, or set HF_HUB_CACHE to a disk with room, and "
+                                "load again") from None
         raise
 
 
