@@ -101,6 +101,13 @@ def test_peft_loads_the_adapter_with_the_same_outputs(lora_tuned, bert_classifie
     assert not any(".lora_" in k for k in flatten(fresh.params))
     np.testing.assert_allclose(fresh.logits(texts), ours, atol=1e-5)
 
+    # an adapter's files are confined to its folder like a preset's
+    outside = tmp_path / "elsewhere.safetensors"
+    (tmp_path / "adapter" / "adapter_model.safetensors").rename(outside)
+    (tmp_path / "adapter" / "adapter_model.safetensors").symlink_to(outside)
+    with pytest.raises(zoohub.errors.UnsafePathError, match="adapter_model.safetensors"):
+        zoohub.TextClassifier.from_preset(bert_classifier_dir).load_lora(tmp_path / "adapter")
+
 
 def test_default_targets_and_errors(distilbert_dir):
     model = zoohub.TextClassifier.from_preset(distilbert_dir, num_classes=3)

@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
 
 from zoohub.backbones.layout import is_stacked, layer_name, stack_layers
 from zoohub.backend import ops
-from zoohub.errors import InputError, MissingFileError, UnsupportedConfigError
-from zoohub.presets.weights import flatten, unflatten
+from zoohub.errors import CorruptFileError, InputError, MissingFileError, UnsupportedConfigError
+from zoohub.hub import confine
+from zoohub.presets.weights import flatten, read_safetensors, unflatten
 from zoohub.tasks.base import checkpoint_tensors
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -222,9 +222,15 @@ def save_lora(task, path: str | os.PathLike) -> Path:
 def load_lora(task, path: str | os.PathLike) -> list[str]:
     """Read a PEFT LoRA adapter folder onto this task (replacing any adapters); returns the adapted paths."""
     folder = Path(path)
-    if not (folder / ADAPTER_CONFIG).is_file() or not (folder / ADAPTER_WEIGHTS).is_file():
+    # Adapter files are untrusted like preset files: regular files inside the folder, checked before opening.
+    if not confine.is_file(folder, ADAPTER_CONFIG) or not confine.is_file(folder, ADAPTER_WEIGHTS):
         raise MissingFileError(f"{folder} is not a PEFT adapter folder: expected {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
-    config = json.loads((folder / ADAPTER_CONFIG).read_text())
+    try:
+        config = json.loads(confine.read_bytes(folder, ADAPTER_CONFIG))
+    except ValueError as e:
+        raise CorruptFileError(f"{folder / ADAPTER_CONFIG}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise CorruptFileError(f"{folder / ADAPTER_CONFIG}: expected a JSON object")
     if config.get("peft_type") != "LORA":
         raise UnsupportedConfigError(f"{folder}: peft_type is {config.get('peft_type')!r}; only LORA adapters load")
     for key in ("rank_pattern", "alpha_pattern"):
@@ -241,7 +247,7 @@ def load_lora(task, path: str | os.PathLike) -> list[str]:
     o = ops(task.backend)
     found: dict[str, dict[int | None, dict]] = {}
     heads = config.get("modules_to_save") or []
-    for name, value in load_file(str(folder / ADAPTER_WEIGHTS)).items():
+    for name, value in read_safetensors(folder, ADAPTER_WEIGHTS).items():
         plain = name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
         plain = re.sub(r"\.modules_to_save(\.default)?\.", ".", plain)
         if in_modules(plain, heads) and plain in flat:  # a trained head (PEFT modules_to_save)
