@@ -146,3 +146,13 @@ def test_weight_decay_skips_biases_and_norms_of_stacked_layers():
     assert not decays("transformer.h.ln_1.weight", (2, 48), "transformer.h")    # GPT-2's LayerNorm per layer
     assert decays("model.embed_tokens.weight", (97, 48), layers)
     assert not decays("bert.encoder.layer.0.output.dense.bias", (48,))
+
+
+def test_a_killed_runs_pointer_temp_file_is_removed_by_the_next_checkpoint(bert_classifier_dir, tmp_path):
+    texts, labels = sentiment_data(8, seed=2)
+    stale = tmp_path / ".latest.json.tmp-deadbeef"
+    tmp_path.mkdir(exist_ok=True)
+    stale.write_text("{")  # what a kill between writing the pointer and renaming it leaves
+    clf = zoohub.TextClassifier.from_preset(bert_classifier_dir)
+    clf.fit(texts, labels, epochs=1, batch_size=4, checkpoint_dir=tmp_path, verbose=False)
+    assert not stale.exists() and (tmp_path / "latest.json").is_file()

@@ -27,7 +27,7 @@ from zoohub.errors import (
     AuthError, DiskFullError, HubError, HubUnreachableError, IntegrityError, MissingFileError, OfflineError,
     RepoNotFoundError, RevisionNotFoundError,
 )
-from zoohub.hub import env, integrity
+from zoohub.hub import confine, env, integrity
 from zoohub.hub.files import select_files
 from zoohub.hub.handles import COMMIT
 from zoohub.hub.local import disk_full
@@ -234,8 +234,9 @@ def from_cache(repo_id: str, revision: str, storage: Path, reason: str, error: t
         missing = [n for n in names if not (folder / n).is_file()]
     elif commit and folder.is_dir():
         try:  # fetched by another tool: take what the snapshot holds
-            names = select_files(lambda n: (folder / n).is_file(),
-                                 lambda n: json.loads((folder / n).read_text()), listing=None, where=where)
+            # the snapshot's links must lead into this repo's blobs/ (confine), like any preset file
+            names = select_files(lambda n: confine.is_file(folder, n),
+                                 lambda n: json.loads(confine.read_bytes(folder, n)), listing=None, where=where)
             missing = []
         except MissingFileError as e:
             missing = [str(e)]

@@ -60,6 +60,8 @@ def save_checkpoint(folder: Path, *, epoch: int, task, trainable: dict, opt_stat
 
     write_folder(folder / f"{name}.state", fill)
     # Both folders are complete: only now does latest.json move to them (os.replace is atomic).
+    for stale in folder.glob(f".{LATEST}.tmp-*"):  # a killed earlier run's pointer (one writer per folder)
+        stale.unlink(missing_ok=True)
     pointer = folder / f".{LATEST}.tmp-{uuid.uuid4().hex[:8]}"
     pointer.write_text(json.dumps({"epoch": epoch, "preset": name, "state": f"{name}.state"}) + "\n")
     os.replace(pointer, folder / LATEST)
