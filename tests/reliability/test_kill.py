@@ -76,7 +76,8 @@ def assert_all_tidied(folder: Path) -> None:
     """`assert_tidied` for every folder a killed writer wrote beside others in `folder`."""
     for entry in list(folder.iterdir()):
         match = re.fullmatch(r"\.(.+)\.(tmp|old)-[0-9a-f]{8}", entry.name)
-        if match:
+        # folders only: a killed fit's pointer temp file (.latest.json.tmp-*) is the next checkpoint's to remove
+        if match and entry.is_dir():
             assert_tidied(folder / match.group(1))
 
 
