@@ -60,8 +60,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(pace)
 
-    def drop_after(self, status: int, body: bytes, headers: dict, fraction: float = 0.5) -> None:
-        """Announce the whole body, send part of it, then cut the connection."""
+    def _send_part(self, status: int, body: bytes, headers: dict, fraction: float) -> None:
+        """Announce the whole body and send only its first `fraction`."""
         self.send_response(status)
         for key, value in {**headers, "Content-Length": str(len(body))}.items():
             self.send_header(key, value)
@@ -69,6 +69,10 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body[: int(len(body) * fraction)])
         self.wfile.flush()
         self.close_connection = True
+
+    def drop_after(self, status: int, body: bytes, headers: dict, fraction: float = 0.5) -> None:
+        """Announce the whole body, send part of it, then cut the connection."""
+        self._send_part(status, body, headers, fraction)
         try:
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -76,13 +80,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def reset_after(self, status: int, body: bytes, headers: dict, fraction: float = 0.5) -> None:
         """Announce the whole body, send part of it, then reset the connection (RST, not a clean close)."""
-        self.send_response(status)
-        for key, value in {**headers, "Content-Length": str(len(body))}.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body[: int(len(body) * fraction)])
-        self.wfile.flush()
-        self.close_connection = True
+        self._send_part(status, body, headers, fraction)
         self.rfile.close()
         self.wfile.close()  # the socket's last file objects: closing it now really closes it
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
