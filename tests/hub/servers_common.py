@@ -88,14 +88,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def stall_after(self, status: int, body: bytes, headers: dict, seconds: float, fraction: float = 0.5) -> None:
         """Announce the whole body, send part of it, then go silent for `seconds` and close."""
-        self.send_response(status)
-        for key, value in {**headers, "Content-Length": str(len(body))}.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body[: int(len(body) * fraction)])
-        self.wfile.flush()
+        self._send_part(status, body, headers, fraction)
         time.sleep(seconds)
-        self.close_connection = True
 
     def send_range(self, data: bytes, etag: str, extra: dict | None = None) -> None:
         """200 or 206 for a `Range: bytes=a-[b]` request, honouring If-Range."""
