@@ -42,9 +42,6 @@ class LayerStack:
         out = self[:]
         return out if dtype is None else out.astype(dtype)
 
-    def astype(self, dtype) -> "LayerStack":
-        return LayerStack([p.astype(dtype) for p in self.parts])
-
 
 def _layer_pattern(path: str) -> re.Pattern:
     return re.compile(re.escape(path) + r"\.(\d+)\.(.+)$")
