@@ -20,9 +20,10 @@ import numpy as np
 from zoohub.backbones.base import Check, Head, ModelConfig, TinyRecipe
 from zoohub.backend import ops
 from zoohub.layers import apply_rope, attention, causal_mask, linear, rope_cos_sin, rope_frequencies
+from zoohub.layers.rope import longrope_cos_sin
 from zoohub.layers.kv_cache import update_cache
 
-ROPE_TYPES = ("default", "linear", "llama3")
+ROPE_TYPES = ("default", "linear", "llama3", "longrope")
 
 
 def _rope_ok(value, partial: bool = False) -> bool:
@@ -172,6 +173,10 @@ def rope_tables(config: DecoderConfig, positions) -> dict:
     out = {}
     for kind in set(config.attention_kinds()):
         theta, scaling = config.rope(kind)
+        if (scaling or {}).get("rope_type") == "longrope":  # the factor set depends on the positions
+            out[kind] = longrope_cos_sin(positions, config.rotary_dim(kind), theta, scaling,
+                                         config.max_position_embeddings)
+            continue
         inv_freq, attention_scaling = rope_frequencies(config.rotary_dim(kind), theta, scaling)
         out[kind] = rope_cos_sin(positions, inv_freq, attention_scaling)
     return out
@@ -193,20 +198,23 @@ def select(is_sliding, table: dict):
 # ---- attention with an optional KV cache -------------------------------------------------------
 
 def self_attention(p: Mapping, x, *, config: DecoderConfig, rope, mask, scale: float, kv=None, index=None,
-                   qk_norm: Callable | None = None, softcap: float | None = None):
+                   qk_norm: Callable | None = None, softcap: float | None = None, projections: tuple | None = None,
+                   interleaved: bool = False):
     """q/k/v/o projections (torch names), optional per-head q/k norms, RoPE, GQA attention.
 
     kv: (k_cache, v_cache) [B, S, K, H] for this layer; the new keys are written at `index`.
+    projections: (q [B, T, N*H], k, v [B, T, K*H]) already computed (a fused `qkv_proj`), else from
+    `q_proj`/`k_proj`/`v_proj`. interleaved: RoPE over adjacent pairs (`rope_cos_sin(interleaved=)`).
     Returns (output [B, T, D], updated kv or None)."""
     b, t, _ = x.shape
     n, kh, h = config.num_attention_heads, config.kv_heads, config.dim_per_head
-    q = linear(p["q_proj"], x).reshape(b, t, n, h)
-    k = linear(p["k_proj"], x).reshape(b, t, kh, h)
-    v = linear(p["v_proj"], x).reshape(b, t, kh, h)
+    if projections is None:
+        projections = linear(p["q_proj"], x), linear(p["k_proj"], x), linear(p["v_proj"], x)
+    q, k, v = (y.reshape(b, t, heads, h) for y, heads in zip(projections, (n, kh, kh)))
     if qk_norm is not None:
         q, k = qk_norm(p["q_norm"], q), qk_norm(p["k_norm"], k)
     cos, sin = rope
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    q, k = apply_rope(q, cos, sin, interleaved=interleaved), apply_rope(k, cos, sin, interleaved=interleaved)
     if kv is not None:
         kv = (update_cache(kv[0], k, index), update_cache(kv[1], v, index))
         k, v = kv

@@ -1,4 +1,5 @@
-"""Rotary position embeddings in transformers' `rotate_half` convention (halves, not pairs)."""
+"""Rotary position embeddings in transformers' `rotate_half` convention (halves), or with
+`interleaved=True` over adjacent pairs (Cohere's), and the LongRoPE (`longrope`, Phi-3) tables."""
 from __future__ import annotations
 
 import math
@@ -37,15 +38,16 @@ def rope_frequencies(head_dim: int, theta: float, scaling: dict | None = None) -
     )
 
 
-def rope_cos_sin(positions, inv_freq, attention_scaling: float = 1.0):
-    """cos, sin of shape [B, T, H] for integer positions [B, T]."""
+def rope_cos_sin(positions, inv_freq, attention_scaling: float = 1.0, *, interleaved: bool = False):
+    """cos, sin of shape [B, T, H] for integer positions [B, T]; `interleaved` repeats each frequency
+    for a pair of adjacent features (f0 f0 f1 f1 ...) instead of for the two halves (f0 f1 ... f0 f1 ...)."""
     xp = ops().xp
     freqs = positions.astype(xp.float32)[..., None] * xp.asarray(inv_freq)[None, None, :]
-    emb = xp.concatenate([freqs, freqs], axis=-1)
+    emb = xp.repeat(freqs, 2, axis=-1) if interleaved else xp.concatenate([freqs, freqs], axis=-1)
     return xp.cos(emb) * attention_scaling, xp.sin(emb) * attention_scaling
 
 
-def apply_rope(x, cos, sin):
+def apply_rope(x, cos, sin, *, interleaved: bool = False):
     """Rotate x [B, T, N, H] by cos/sin [B, T, R]: the first R features of each head (R = H, or fewer
     for partial rotary, e.g. Phi's `partial_rotary_factor`); the other H - R pass through unchanged.
 
@@ -58,9 +60,46 @@ def apply_rope(x, cos, sin):
     xp = ops().xp
     rotary = cos.shape[-1]
     if rotary < x.shape[-1]:  # rotate the leading R features as a head of width R (transformers' split)
-        return xp.concatenate([apply_rope(x[..., :rotary], cos, sin), x[..., rotary:]], axis=-1)
-    half = x.shape[-1] // 2
-    rotated = xp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+        turned = apply_rope(x[..., :rotary], cos, sin, interleaved=interleaved)
+        return xp.concatenate([turned, x[..., rotary:]], axis=-1)
+    if interleaved:  # pairs (x0, x1), (x2, x3) ... turn: (-x1, x0), (-x3, x2) ...
+        pairs = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
+        rotated = xp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
+    else:
+        half = x.shape[-1] // 2
+        rotated = xp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     c = cos[:, :, None, :].astype(x.dtype)
     s = sin[:, :, None, :].astype(x.dtype)
     return x * c + rotated * s
+
+
+def longrope_cos_sin(positions, head_dim: int, theta: float, scaling: dict, max_position_embeddings: int):
+    """cos, sin [B, T, R] with LongRoPE (`rope_type` "longrope", Phi-3's older "su"): per-frequency
+    rescaling by `short_factor`, or by `long_factor` once the call reaches past the original training
+    length, and cos/sin scaled by the attention factor.
+
+    As transformers does, one factor set serves the whole call: the long one when the largest position
+    in `positions` + 1 exceeds `original_max_position_embeddings` (a traced choice on jax). The attention
+    factor defaults to sqrt(1 + ln(factor) / ln(original length)), factor to max / original length.
+
+    >>> import numpy as np
+    >>> rope = dict(short_factor=[1.0, 1.0], long_factor=[2.0, 4.0], original_max_position_embeddings=4)
+    >>> short = longrope_cos_sin(np.array([[0, 1, 2]]), 4, 100.0, rope, 16)[1]
+    >>> long = longrope_cos_sin(np.array([[0, 1, 4]]), 4, 100.0, rope, 16)[1]  # position 4 >= 4: long factors
+    >>> bool(np.allclose(short[0, 1] / 2 ** 0.5, np.sin([1.0, 0.1, 1.0, 0.1])))   # sqrt(1 + ln 4 / ln 4)
+    True
+    >>> bool(np.allclose(long[0, 1] / 2 ** 0.5, np.sin([0.5, 0.025, 0.5, 0.025])))
+    True
+    """
+    xp = ops().xp
+    original = scaling.get("original_max_position_embeddings") or max_position_embeddings
+    factor = scaling.get("factor")
+    factor = max_position_embeddings / original if factor is None else float(factor)
+    attention = scaling.get("attention_factor")
+    if attention is None:
+        attention = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+    exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim
+    base = (theta ** exponent).astype(np.float32)
+    short, long = (1.0 / (np.asarray(scaling[k], np.float32) * base) for k in ("short_factor", "long_factor"))
+    inv_freq = xp.where(xp.max(positions) + 1 > original, xp.asarray(long, xp.float32), xp.asarray(short, xp.float32))
+    return rope_cos_sin(positions, inv_freq, float(attention))
