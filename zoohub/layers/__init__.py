@@ -8,11 +8,12 @@ from zoohub.layers.core import (
     linear, rms_norm,
 )
 from zoohub.layers.attention import attention, causal_mask, padding_mask
+from zoohub.layers.alibi import alibi_bias, alibi_slopes
 from zoohub.layers.rope import apply_rope, rope_cos_sin, rope_frequencies
 from zoohub.layers.pooling import pool
 
 __all__ = [
     "ACTIVATIONS", "KeyStream", "dropout", "get_path", "activation", "dense_mlp", "embedding", "gated_mlp", "layer_norm", "linear",
-    "rms_norm", "attention", "causal_mask", "padding_mask",
+    "rms_norm", "attention", "causal_mask", "padding_mask", "alibi_bias", "alibi_slopes",
     "apply_rope", "rope_cos_sin", "rope_frequencies", "pool",
 ]

@@ -12,7 +12,8 @@ from zoohub.backend import ops
 _MASKED = -1e30
 
 
-def attention(q, k, v, *, scale: float, mask=None, softcap: float | None = None):
+def attention(q, k, v, *, scale: float, mask=None, softcap: float | None = None, bias=None,
+              sinks=None):
     """Multi-head / grouped-query attention.
 
     Args:
@@ -20,8 +21,12 @@ def attention(q, k, v, *, scale: float, mask=None, softcap: float | None = None)
         scale: multiplier of q.k (usually H ** -0.5).
         mask: bool [B or 1, 1, T, S]; True = may attend.
         softcap: Gemma 2's tanh soft-capping of the scores, `cap * tanh(scores / cap)`.
+        bias: float32 [B or 1, N, T or 1, S] added to the scaled scores before masking (ALiBi).
+        sinks: [N] per-head logits of a virtual key with no value (gpt-oss's attention sinks): each
+            joins its head's softmax denominator, so a query may attend to nothing.
     Returns:
-        [B, T, N, H] in q's dtype. Scores and softmax are computed in float32.
+        [B, T, N, Hv] in q's dtype (Hv: v's width, which may differ from q's). Scores and softmax are
+        computed in float32.
     """
     xp = ops().xp
     b, t, n, h = q.shape
@@ -33,13 +38,21 @@ def attention(q, k, v, *, scale: float, mask=None, softcap: float | None = None)
     scores = xp.matmul(qg, kt).astype(xp.float32, copy=False) * scale           # BKGTS
     if softcap is not None:
         scores = xp.tanh(scores / softcap) * softcap
+    if bias is not None:  # query head n = kv head n // G, group member n % G
+        scores = scores + bias.reshape(bias.shape[0], kv_heads, groups, *bias.shape[2:])
     if mask is not None:
         scores = xp.where(mask[:, :, None], scores, _MASKED)  # [B,1,T,S] -> [B,1,1,T,S]
-    scores = scores - scores.max(-1, keepdims=True)
-    weights = xp.exp(scores)
-    weights = (weights / weights.sum(-1, keepdims=True)).astype(v.dtype, copy=False)
+    top = scores.max(-1, keepdims=True)
+    if sinks is not None:
+        sink = sinks.astype(xp.float32).reshape(1, kv_heads, groups, 1, 1)      # head n = kv head * G + group
+        top = xp.maximum(top, sink)
+    weights = xp.exp(scores - top)
+    total = weights.sum(-1, keepdims=True)
+    if sinks is not None:
+        total = total + xp.exp(sink - top)
+    weights = (weights / total).astype(v.dtype, copy=False)
     out = xp.matmul(weights, v.transpose(0, 2, 1, 3)[:, :, None])                # BKGTH
-    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, v.shape[-1])
 
 
 def padding_mask(attention_mask):
