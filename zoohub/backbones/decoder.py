@@ -23,7 +23,7 @@ from zoohub.layers import apply_rope, attention, causal_mask, linear, rope_cos_s
 from zoohub.layers.rope import longrope_cos_sin
 from zoohub.layers.kv_cache import update_cache
 
-ROPE_TYPES = ("default", "linear", "llama3", "longrope")
+ROPE_TYPES = ("default", "linear", "llama3", "longrope", "yarn")
 
 
 def _rope_ok(value, partial: bool = False) -> bool:

@@ -13,7 +13,7 @@ from zoohub.errors import UnsupportedConfigError
 def rope_frequencies(head_dim: int, theta: float, scaling: dict | None = None) -> tuple[np.ndarray, float]:
     """Inverse frequencies [H/2] (float32, as transformers computes them) and the attention scaling.
 
-    scaling: transformers' rope dict (`rope_type` default | linear | llama3 and their keys).
+    scaling: transformers' rope dict (`rope_type` default | linear | llama3 | yarn and their keys).
     """
     inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))
     inv_freq = inv_freq.astype(np.float32)
@@ -33,9 +33,45 @@ def rope_frequencies(head_dim: int, theta: float, scaling: dict | None = None) -
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         medium = ~(wavelen < old_len / high) & ~(wavelen > old_len / low)
         return np.where(medium, smoothed, scaled).astype(np.float32), 1.0
+    if kind == "yarn":
+        return _yarn(head_dim, theta, scaling)
     raise UnsupportedConfigError(
-        f"rope_type {kind!r} is not implemented; supported: default, linear, llama3"
+        f"rope_type {kind!r} is not implemented; supported: default, linear, llama3, yarn"
     )
+
+
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    """YaRN's magnitude correction `0.1 * mscale * ln(factor) + 1` (1 when not stretched)."""
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def _yarn(head_dim: int, theta: float, scaling: dict):
+    """YaRN (arXiv 2309.00071) as transformers' `_compute_yarn_parameters`: frequencies that turn
+    fewer than `beta_slow` times over the original length are divided by `factor`, those turning more
+    than `beta_fast` times are kept, a linear ramp blends the ones between; cos/sin are scaled by
+    `attention_factor` (default from `factor`, or mscale / mscale_all_dim when both are given)."""
+    original = float(scaling["original_max_position_embeddings"])
+    factor = float(scaling["factor"])  # transformers 5 refuses a yarn config without one
+    attention = scaling.get("attention_factor")
+    if attention is None:
+        mscale, mscale_all_dim = scaling.get("mscale"), scaling.get("mscale_all_dim")
+        attention = (yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim) if mscale and mscale_all_dim
+                     else yarn_mscale(factor))
+    fast, slow = scaling.get("beta_fast") or 32, scaling.get("beta_slow") or 1
+
+    def correction_dim(rotations):  # the feature index whose frequency turns `rotations` times over `original`
+        return head_dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = correction_dim(fast), correction_dim(slow)
+    if scaling.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    high = high + 0.001 if low == high else high  # transformers' guard against a zero-width ramp
+    powers = (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim)).astype(np.float32)
+    ramp = np.clip((np.arange(head_dim // 2, dtype=np.float32) - low) / (high - low), 0, 1).astype(np.float32)
+    keep = (1 - ramp).astype(np.float32)  # 1: extrapolate (keep the frequency), 0: interpolate (divide it)
+    inv_freq = (1.0 / (np.float32(factor) * powers)) * (1 - keep) + (1.0 / powers) * keep
+    return inv_freq.astype(np.float32), float(attention)
 
 
 def rope_cos_sin(positions, inv_freq, attention_scaling: float = 1.0, *, interleaved: bool = False):
