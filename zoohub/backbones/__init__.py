@@ -28,6 +28,11 @@ FAMILY_MODULES: dict[str, str] = {
     "gemma2": "zoohub.backbones.gemma",
     "gemma3_text": "zoohub.backbones.gemma",
     "phi": "zoohub.backbones.phi",
+    "phi3": "zoohub.backbones.phi3",
+    "smollm3": "zoohub.backbones.smollm3",
+    "olmo2": "zoohub.backbones.olmo2",
+    "granite": "zoohub.backbones.granite",
+    "cohere": "zoohub.backbones.cohere",
     "vit": "zoohub.backbones.vit",
 }
 
