@@ -67,8 +67,15 @@ class Phi3Config(DecoderConfig):
     """
 
     MODEL_TYPE = "phi3"
+    # Phi-3 and Phi-4-mini configs name their hub code (`auto_map`); transformers' own Phi3 runs them
+    # (zoohub never runs hub code) and reads none of the keys below, which those configs set to the
+    # values transformers computes: no biases, dense attention on every layer, no interpolation.
+    IGNORED = frozenset({"auto_map"})
     CHECKS = {"rope_scaling": _ROPE_CHECK, "rope_parameters": _ROPE_CHECK,
-              "partial_rotary_factor": (lambda v: v is None or 0 < v <= 1, "in (0, 1]")}
+              "partial_rotary_factor": (lambda v: v is None or 0 < v <= 1, "in (0, 1]"),
+              "attention_bias": (lambda v: not v, "false"), "mlp_bias": (lambda v: not v, "false"),
+              "lm_head_bias": (lambda v: not v, "false"), "full_attn_mod": (lambda v: v in (None, 1), "1"),
+              "interpolate_factor": (lambda v: v in (None, 1), "1")}
 
     max_position_embeddings: int = 4096
     original_max_position_embeddings: int = 4096

@@ -45,6 +45,9 @@ class SmolLM3Config(LlamaConfig):
     """
 
     MODEL_TYPE = "smollm3"
+    # SmolLM3-3B's config carries Qwen2's key; transformers' SmolLM3 takes its sliding layers from
+    # `layer_types` / `no_rope_layers` and never reads it.
+    IGNORED = frozenset({"max_window_layers"})
     DEFAULT_ROPE_THETA = 2_000_000.0
 
     max_position_embeddings: int = 32768

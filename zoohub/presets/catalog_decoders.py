@@ -70,6 +70,6 @@ ROWS: list[dict] = [
          params=2_533_539_840, license="apache-2.0", task="causal_lm", family="granite"),
     dict(name="command_r_35b", handle="hf://CohereLabs/c4ai-command-r-v01",
          revision="16881ccde1c68bbc7041280e6a66637bc46bfe88",
-         description="Cohere Command R 35B (40 layers, parallel block, interleaved RoPE; gated: accept terms, set HF_TOKEN).",
+         description="Command R 35B (40 layers, parallel block, interleaved RoPE; gated: accept terms, set HF_TOKEN).",
          params=34_980_831_232, license="cc-by-nc-4.0", task="causal_lm", family="cohere"),
 ]
