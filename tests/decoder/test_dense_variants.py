@@ -16,7 +16,7 @@ from zoohub.backbones import get_family
 from zoohub.backbones.layout import tensor_spec
 from zoohub.presets.catalog_decoders import ROWS
 
-from .conftest import left_padded_batch, torch
+from .conftest import left_padded_batch, torch, transformers
 
 
 def _torch_logits(model, ids, mask, pos):
@@ -127,3 +127,21 @@ def test_catalog_rows_configs_load_and_count_the_rows_parameters(name):
     if config.tie_word_embeddings:
         shapes.pop("lm_head.weight")
     assert sum(math.prod(s) for s in shapes.values()) == row["params"]
+
+
+@pytest.mark.parametrize("rope", [{"rope_type": "linear", "factor": 3.0},
+                                  {"rope_type": "longrope", "short_factor": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+                                   "long_factor": [2.0, 4.0, 8.0, 16.0, 3.0, 9.0, 27.0, 81.0],
+                                   "original_max_position_embeddings": 6}])
+def test_cohere_rope_scaling_turns_pairs_as_transformers(tiny, tmp_path, rope):
+    """Scaled RoPE tables (any type the decoders share) with Cohere's interleaved pairs."""
+    folder, _, _ = tiny("cohere", "causal_lm")
+    zoohub.set_backend("numpy")
+    shutil.copytree(folder, tmp_path / "cohere")
+    config = json.loads((tmp_path / "cohere" / "config.json").read_text())
+    config["rope_parameters"] = {**rope, "rope_theta": config["rope_parameters"]["rope_theta"]}
+    (tmp_path / "cohere" / "config.json").write_text(json.dumps(config))
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "cohere", attn_implementation="eager").eval()
+    ids, mask, pos = left_padded_batch(seed=11)
+    ours = zoohub.CausalLM.from_preset(tmp_path / "cohere").logits({"input_ids": ids, "attention_mask": mask})
+    assert np.abs(ours - _torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-4

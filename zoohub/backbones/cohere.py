@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from zoohub.backbones.base import Family
 from zoohub.backbones.decoder import (
-    IGNORED, SHARDING, DecoderConfig, KVCache, causal_lm_head, layer_key, lm_head, masks_for, prepare, run_layers,
-    self_attention, tiny_recipe,
+    IGNORED, SHARDING, DecoderConfig, KVCache, causal_lm_head, layer_key, lm_head, masks_for, prepare, rope_tables,
+    run_layers, self_attention, tiny_recipe,
 )
-from zoohub.layers import KeyStream, activation, dropout, embedding, gated_mlp, layer_norm, rope_cos_sin, rope_frequencies
+from zoohub.layers import KeyStream, activation, dropout, embedding, gated_mlp, layer_norm
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,12 +56,6 @@ class CohereConfig(DecoderConfig):
         return ["full_attention"] * self.num_hidden_layers
 
 
-def _rope(config: CohereConfig, positions):
-    theta, scaling = config.rope()
-    inv_freq, attention_scaling = rope_frequencies(config.dim_per_head, theta, scaling)
-    return rope_cos_sin(positions, inv_freq, attention_scaling, interleaved=True)
-
-
 def _block(c: CohereConfig, ctx: dict, rng):
     norm = lambda p, x: layer_norm(p, x, eps=c.layer_norm_eps)  # noqa: E731
     act = activation(c.hidden_act)
@@ -82,7 +76,7 @@ def _block(c: CohereConfig, ctx: dict, rng):
 def forward(params, config: CohereConfig, inputs, *, rng=None, cache: KVCache | None = None):
     """Final hidden states [B, T, D] (after the final LayerNorm); with `cache`, (hidden, updated cache)."""
     ids, positions, key_positions, key_valid = prepare(inputs, cache)
-    ctx = {"rope": _rope(config, positions),
+    ctx = {"rope": rope_tables(config, positions, interleaved=True)["full_attention"],
            "mask": masks_for(config, positions, key_positions, key_valid)["full_attention"]}
     x = embedding(params["embed_tokens"], ids)
     x, cache = run_layers(_block(config, ctx, rng), params["layers"], x, cache=cache)

@@ -168,17 +168,17 @@ def masks_for(config: DecoderConfig, positions, key_positions, key_valid) -> dic
     return out
 
 
-def rope_tables(config: DecoderConfig, positions) -> dict:
-    """{layer kind: (cos, sin)} for the kinds present."""
+def rope_tables(config: DecoderConfig, positions, *, interleaved: bool = False) -> dict:
+    """{layer kind: (cos, sin)} for the kinds present (`interleaved`: for RoPE over adjacent pairs)."""
     out = {}
     for kind in set(config.attention_kinds()):
         theta, scaling = config.rope(kind)
         if (scaling or {}).get("rope_type") == "longrope":  # the factor set depends on the positions
             out[kind] = longrope_cos_sin(positions, config.rotary_dim(kind), theta, scaling,
-                                         config.max_position_embeddings)
+                                         config.max_position_embeddings, interleaved=interleaved)
             continue
         inv_freq, attention_scaling = rope_frequencies(config.rotary_dim(kind), theta, scaling)
-        out[kind] = rope_cos_sin(positions, inv_freq, attention_scaling)
+        out[kind] = rope_cos_sin(positions, inv_freq, attention_scaling, interleaved=interleaved)
     return out
 
 

@@ -109,7 +109,8 @@ def apply_rope(x, cos, sin, *, interleaved: bool = False):
     return x * c + rotated * s
 
 
-def longrope_cos_sin(positions, head_dim: int, theta: float, scaling: dict, max_position_embeddings: int):
+def longrope_cos_sin(positions, head_dim: int, theta: float, scaling: dict, max_position_embeddings: int, *,
+                     interleaved: bool = False):
     """cos, sin [B, T, R] with LongRoPE (`rope_type` "longrope", Phi-3's older "su"): per-frequency
     rescaling by `short_factor`, or by `long_factor` once the call reaches past the original training
     length, and cos/sin scaled by the attention factor.
@@ -138,4 +139,4 @@ def longrope_cos_sin(positions, head_dim: int, theta: float, scaling: dict, max_
     base = (theta ** exponent).astype(np.float32)
     short, long = (1.0 / (np.asarray(scaling[k], np.float32) * base) for k in ("short_factor", "long_factor"))
     inv_freq = xp.where(xp.max(positions) + 1 > original, xp.asarray(long, xp.float32), xp.asarray(short, xp.float32))
-    return rope_cos_sin(positions, inv_freq, float(attention))
+    return rope_cos_sin(positions, inv_freq, float(attention), interleaved=interleaved)
