@@ -37,6 +37,10 @@ FAMILY_MODULES: dict[str, str] = {
     "olmo2": "zoohub.backbones.olmo2",
     "granite": "zoohub.backbones.granite",
     "cohere": "zoohub.backbones.cohere",
+    "mixtral": "zoohub.backbones.moe_decoders",
+    "qwen2_moe": "zoohub.backbones.moe_decoders",
+    "qwen3_moe": "zoohub.backbones.moe_decoders",
+    "olmoe": "zoohub.backbones.moe_decoders",
     "vit": "zoohub.backbones.vit",
 }
 

@@ -280,6 +280,15 @@ class Family:
     layers: str | None = None
     """Path (under the prefix) of the layer list held stacked on a leading layer axis (decoders: one
     `lax.scan` on jax for every call). None: layers are held per layer, as the checkpoint names them."""
+    experts: str | None = None
+    """Path inside each layer of a mixture-of-experts expert list (`mlp.experts`), held stacked on a
+    leading expert axis for the grouped expert matmul (`zoohub.layers.moe`): the checkpoint's
+    `layers.{i}.mlp.experts.{e}.gate_proj.weight` [F, D] are held as `layers.mlp.experts.gate_proj.weight`
+    [L, E, F, D]; saving writes them back per expert. None: no experts."""
+    aux_loss: Callable[..., Any] | None = None
+    """(config, aux, inputs) -> (auxiliary loss, its weight in the training loss) for a family whose
+    forward takes `aux=` (a dict it fills, e.g. with MoE router logits); `fit` adds weight * loss to
+    the objective and reports the loss as `aux_loss`. None: no auxiliary loss."""
     max_length: Callable[[Any], int | None] = lambda config: getattr(config, "max_position_embeddings", None)
     """config -> longest sequence the positions allow (None: no limit)."""
     learned_positions: bool = False

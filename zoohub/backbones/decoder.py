@@ -246,11 +246,13 @@ def _first_leaf(tree):
 
 
 def run_layers(block: Block, layers: Mapping, x, *, per_layer: Mapping[str, np.ndarray] | None = None,
-               cache: KVCache | None = None):
+               cache: KVCache | None = None, collect: list | None = None):
     """Apply `block` for every layer of the stacked `layers` tree (leading axis L).
 
     per_layer: {name: numpy array [L]} of static per-layer facts (e.g. `is_sliding`); the block's
-    info also gets `index`, the layer number. Returns (x, cache with the new keys/values)."""
+    info also gets `index`, the layer number. Returns (x, cache with the new keys/values).
+    A block may return a third value (a per-layer pytree, e.g. MoE router logits): with `collect` (a
+    list) those values, stacked on a leading layer axis, are appended to it."""
     count = _first_leaf(layers).shape[0]
     per_layer = {**(per_layer or {}), "index": np.arange(count, dtype=np.int32)}
     index = None if cache is None else cache.index
@@ -259,14 +261,21 @@ def run_layers(block: Block, layers: Mapping, x, *, per_layer: Mapping[str, np.n
 
         def body(h, xs):
             params, info, kv = xs
-            return block(params, h, {**info, "cache_index": index}, kv)
+            h, kv, *extra = block(params, h, {**info, "cache_index": index}, kv)
+            return h, (kv, extra[0] if extra else None)
 
-        x, kv = lax.scan(body, x, (layers, per_layer, None if cache is None else (cache.k, cache.v)))
+        x, (kv, extras) = lax.scan(body, x, (layers, per_layer, None if cache is None else (cache.k, cache.v)))
+        if collect is not None:
+            collect.append(extras)
         return x, (None if cache is None else cache._replace(k=kv[0], v=kv[1]))
+    extras = []
     for i in range(count):
         info = {name: values[i] for name, values in per_layer.items()}
         kv = None if cache is None else (cache.k[i], cache.v[i])  # views: numpy writes in place
-        x, _ = block(_take_layer(layers, i), x, {**info, "cache_index": index}, kv)
+        x, _, *extra = block(_take_layer(layers, i), x, {**info, "cache_index": index}, kv)
+        extras.append(extra[0] if extra else None)
+    if collect is not None:
+        collect.append(None if extras[0] is None else np.stack(extras))
     return x, cache
 
 

@@ -85,6 +85,54 @@ def unstack_layers(flat: Mapping[str, np.ndarray], path: str | None) -> dict[str
     return out
 
 
+def _experts_pattern(experts: str) -> re.Pattern:
+    """`<anything>.{experts}.{e}.<rest>` (groups: the part up to the expert list, e, rest)."""
+    return re.compile(r"^((?:.+\.)?" + re.escape(experts) + r")\.(\d+)\.(.+)$")
+
+
+def stack_experts(flat: Mapping[str, np.ndarray], experts: str | None) -> dict:
+    """`....{experts}.{e}.name` tensors -> one `....{experts}.name` LayerStack [E, ...] each."""
+    if experts is None:
+        return dict(flat)
+    pattern, out, groups = _experts_pattern(experts), {}, {}
+    for name, value in flat.items():
+        match = pattern.match(name)
+        if match is None:
+            out[name] = value
+        else:
+            groups.setdefault(f"{match.group(1)}.{match.group(3)}", {})[int(match.group(2))] = value
+    for name, by_expert in groups.items():
+        if sorted(by_expert) != list(range(len(by_expert))):
+            raise ValueError(f"{name}: experts {sorted(by_expert)} are not numbered 0..{len(by_expert) - 1}")
+        out[name] = LayerStack([by_expert[i] for i in range(len(by_expert))])
+    return out
+
+
+def unstack_experts(flat: Mapping[str, np.ndarray], experts: str | None) -> dict:
+    """The inverse of `stack_experts` on host arrays (per-layer names): views, one per expert."""
+    if experts is None:
+        return dict(flat)
+    pattern = re.compile(r"^((?:.+\.)?" + re.escape(experts) + r")\.(\D.*)$")
+    out = {}
+    for name, value in flat.items():
+        match = pattern.match(name)
+        if match is None:
+            out[name] = value
+        else:
+            out.update({f"{match.group(1)}.{e}.{match.group(2)}": value[e] for e in range(value.shape[0])})
+    return out
+
+
+def to_layout(flat: Mapping[str, np.ndarray], family: Family, head: Head | None) -> dict:
+    """Checkpoint-named tensors -> the task layout: experts stacked, then layers (`Family.experts`, `.layers`)."""
+    return stack_layers(stack_experts(flat, family.experts), family.layers_path(head))
+
+
+def from_layout(flat: Mapping[str, np.ndarray], family: Family, head: Head | None) -> dict[str, np.ndarray]:
+    """Task-layout host arrays -> the checkpoint's names (the inverse of `to_layout`)."""
+    return unstack_experts(unstack_layers(flat, family.layers_path(head)), family.experts)
+
+
 def tensor_spec(family: Family, name: str, stacked: bool) -> tuple | None:
     """The family's tensor-parallel spec for a param (None when no rule names it)."""
     for pattern, spec in family.sharding:
@@ -119,4 +167,4 @@ def init_params(family: Family, config, *, head: Head | None = None, num_labels:
         shapes.update({family.root(head) + k: family.optional_shapes(config)[k] for k in head.backbone_extras})
     flat = {k: init_tensor(k, s, std=std, rng=rng) for k, s in shapes.items()}
     o = ops()
-    return unflatten({k: o.asarray(v) for k, v in host_tensors(stack_layers(flat, family.layers_path(head)))})
+    return unflatten({k: o.asarray(v) for k, v in host_tensors(to_layout(flat, family, head))})

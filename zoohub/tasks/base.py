@@ -50,8 +50,10 @@ def to_backend(flat: dict[str, np.ndarray], family: Family, head: Head | None, d
     numpy keeps memory-mapped views (no copy) of what it need not stack or cast. With a jax `mesh`,
     each tensor goes straight into its shards by the family's tensor-parallel rules."""
     target = _dtype(dtype)
+    from zoohub.backbones.layout import to_layout
+
     layers = family.layers_path(head)
-    flat = stack_layers(flat, layers)
+    flat = to_layout(flat, family, head)
     if mesh is not None:
         if get_backend() != "jax":
             raise BackendError("mesh= (sharding) needs the jax backend")
@@ -69,7 +71,9 @@ def to_backend(flat: dict[str, np.ndarray], family: Family, head: Head | None, d
 def checkpoint_tensors(task, flat: dict) -> dict[str, np.ndarray]:
     """Host tensors of a task's flat params under the checkpoint's names (stacked layers split)."""
     o = ops(task.backend)
-    return unstack_layers({k: o.to_numpy(v) for k, v in flat.items()}, task.family.layers_path(task.head))
+    from zoohub.backbones.layout import from_layout
+
+    return from_layout({k: o.to_numpy(v) for k, v in flat.items()}, task.family, task.head)
 
 
 def dtype_name(params) -> str:
@@ -130,13 +134,15 @@ class Task:
     def head(self) -> Head | None:
         return None if self.TASK == "backbone" else self.family.heads[self.TASK]
 
-    def _outputs(self, params, inputs, rng=None):
+    def _outputs(self, params, inputs, rng=None, **forward_options):
         """The pure function of the task: backbone hidden states, through the head when there is one.
 
-        The compiled forward and the training loss both call it; a task whose math differs overrides it."""
+        The compiled forward and the training loss both call it; a task whose math differs overrides it.
+        `forward_options` go to the family's forward (the training loss passes `aux=` to a family with
+        an auxiliary loss)."""
         if self.head is None:
-            return self.family.forward(params, self.config, inputs, rng=rng)
-        hidden = self.family.forward(params[self.family.prefix], self.config, inputs, rng=rng)
+            return self.family.forward(params, self.config, inputs, rng=rng, **forward_options)
+        hidden = self.family.forward(params[self.family.prefix], self.config, inputs, rng=rng, **forward_options)
         return self.head(params, self.config, hidden, inputs, rng=rng)
 
     # ---- loading ---------------------------------------------------------------------------

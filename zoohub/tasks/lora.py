@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoohub.backbones.layout import is_stacked, layer_name, stack_layers
+from zoohub.backbones.layout import is_stacked, layer_name, to_layout
 from zoohub.backend import ops
 from zoohub.errors import CorruptFileError, InputError, MissingFileError, UnsupportedConfigError
 from zoohub.hub import confine
@@ -150,7 +150,7 @@ def merged_tensors(task) -> dict[str, np.ndarray]:
 def merge_lora(task) -> None:
     """Fold the adapters into the base weights, in place; the task is a plain model again."""
     o = ops(task.backend)
-    merged = stack_layers(merged_tensors(task), _layers(task))
+    merged = to_layout(merged_tensors(task), task.family, task.head)
     task.params = unflatten({k: o.asarray(np.asarray(v)) for k, v in merged.items()})
     task.__dict__.pop("lora_config", None)
 

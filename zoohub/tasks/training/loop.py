@@ -52,9 +52,15 @@ def _train_step(task, optimizer, *, seed: int, compute_dtype: str | None):
         inputs = _model_inputs(batch)
         if dtype is not None and "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].astype(dtype)
-        outputs = task._outputs(unflatten(params), inputs, key)
+        if task.family.aux_loss is None:
+            outputs, aux_loss, weight = task._outputs(unflatten(params), inputs, key), jnp.float32(0.0), 0.0
+        else:  # e.g. MoE load balancing: objective = task loss + weight * aux loss, as transformers sums them
+            aux = {}
+            outputs = task._outputs(unflatten(params), inputs, key, aux=aux)
+            aux_loss, weight = task.family.aux_loss(task.config, aux, inputs)
         total, count, correct = loss_of(outputs.astype(jnp.float32), batch)
-        return total / jnp.maximum(count, 1.0), jnp.stack([total, count, correct])
+        total = total + weight * aux_loss * count  # total / count is then the objective
+        return total / jnp.maximum(count, 1.0), jnp.stack([total, count, correct, aux_loss * count])
 
     def step(trainable, opt_state, frozen, batch, step_index):
         # Dropout keys depend only on (seed, global step): resuming replays the same masks.
@@ -210,7 +216,7 @@ def _run_epoch(run: _Run, train_step, frozen: dict, batches: Iterable[dict], *, 
 
     from zoohub.backend.sharding import shard_batch
 
-    sums, seen, started, pending = np.zeros(3), 0, time.perf_counter(), None
+    sums, seen, started, pending = np.zeros(4), 0, time.perf_counter(), None
 
     def report(result) -> bool:
         nonlocal sums
@@ -242,7 +248,7 @@ def _run_epoch(run: _Run, train_step, frozen: dict, batches: Iterable[dict], *, 
 def _epoch_logs(task, sums: np.ndarray, seen: int, seconds: float, params: dict, val: Dataset | None,
                 batch_size: int) -> dict[str, float]:
     """The epoch's training metrics and throughput, and `val_*` metrics when there is validation data."""
-    logs = dict(metrics(task.TASK, sums))
+    logs = dict(metrics(task.TASK, sums, aux=task.family.aux_loss is not None))
     logs["examples_per_second"] = seen / max(seconds, 1e-9)
     if val is not None:
         logs.update({f"val_{k}": v for k, v in _run_eval(task, params, val, batch_size).items()})

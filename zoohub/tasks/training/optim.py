@@ -81,11 +81,15 @@ LOSSES: dict[str, Callable] = {
 }
 
 
-def metrics(task_kind: str, sums) -> dict[str, float]:
-    """loss, accuracy (token accuracy for LMs) and perplexity for LMs, from (loss sum, count, correct)."""
-    loss_sum, count, correct = (float(v) for v in sums)
+def metrics(task_kind: str, sums, aux: bool = False) -> dict[str, float]:
+    """loss, accuracy (token accuracy for LMs) and perplexity for LMs, from (loss sum, count, correct);
+    with `aux`, also `aux_loss` from a fourth sum (the auxiliary loss times the count; training only:
+    `loss` then includes its weighted share, as transformers' loss does)."""
+    loss_sum, count, correct = (float(v) for v in sums[:3])
     count = max(count, 1.0)
     out = {"loss": loss_sum / count, "accuracy": correct / count}
+    if aux:
+        out["aux_loss"] = float(sums[3]) / count
     if task_kind == "causal_lm":
         out["perplexity"] = float(np.exp(min(out["loss"], 80.0)))
     return out
