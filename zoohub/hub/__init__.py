@@ -15,8 +15,10 @@ from zoohub.hub.handles import Handle, local_hub_root, parse_handle, path_handle
 __all__ = ["Handle", "fetch", "local_hub_root", "parse_handle", "path_handle"]
 
 
-def fetch(handle: Handle) -> Path:
+def fetch(handle: Handle, *, gguf_file: str | None = None) -> Path:
     """A local folder with the files a model needs from `handle`, downloading (and checking) when remote.
+    `gguf_file` names the one GGUF file to fetch from a repo of them (else a repo with no config.json and
+    a single .gguf file gets that one).
 
     Example:
         >>> from zoohub.hub import fetch, parse_handle
@@ -24,7 +26,7 @@ def fetch(handle: Handle) -> Path:
     """
     if handle.scheme == "hf":
         from zoohub.hub import hf
-        return hf.fetch(handle.location, handle.revision)
+        return hf.fetch(handle.location, handle.revision, gguf_file=gguf_file)
     if handle.scheme == "https":
         from zoohub.hub import static
         return static.fetch(handle.location)

@@ -92,6 +92,26 @@ def select_files(exists: Callable[[str], bool], read_json: Callable[[str], dict]
     return configs + [n for n in OPTIONAL_FILES if exists(n)] + weights + adapter
 
 
+def is_gguf_repo(names: Collection[str], gguf_file: str | None) -> bool:
+    """Whether to fetch a GGUF file rather than a transformers checkpoint: one was named, or the repo has
+    no config.json but .gguf files."""
+    return gguf_file is not None or (not any(n in names for n in CONFIG_FILES) and any(n.endswith(".gguf") for n in names))
+
+
+def select_gguf(names: Collection[str], gguf_file: str | None, where: str) -> list[str]:
+    """The GGUF file to fetch (a single file holds config, tokenizer and weights)."""
+    found = sorted(n for n in names if n.endswith(".gguf"))
+    if gguf_file is None:
+        if len(found) != 1:
+            raise MissingFileError(f"{where} holds {len(found)} GGUF files; pick one with gguf_file= "
+                                   f"({', '.join(found[:10])})")
+        gguf_file = found[0]
+    check_name(gguf_file, where)
+    if gguf_file not in names:
+        raise MissingFileError(f"{where} has no file {gguf_file!r}; its GGUF files: {', '.join(found[:10]) or 'none'}")
+    return [gguf_file]
+
+
 def pooling_config(modules: object, where: str) -> str | None:
     """The config file of the Pooling module a sentence-transformers `modules.json` lists (usually
     `1_Pooling/config.json`); None when it lists none. Every module path is checked to stay inside

@@ -28,7 +28,7 @@ from zoohub.errors import (
     RepoNotFoundError, RevisionNotFoundError,
 )
 from zoohub.hub import confine, env, integrity
-from zoohub.hub.files import select_files
+from zoohub.hub.files import is_gguf_repo, select_files, select_gguf
 from zoohub.hub.handles import COMMIT
 from zoohub.hub.local import disk_full
 from zoohub.hub.static import does_not_resolve
@@ -136,23 +136,26 @@ def _verified(path: Path, name: str, where: str, **expected) -> Path:
     return path
 
 
-def _record_file(storage: Path, commit: str) -> Path:
-    # Which files make the preset at this commit; beside refs/ and snapshots/ (huggingface_hub's
-    # cache scanner ignores other folders).
-    return storage / ".zoohub" / f"{commit}.json"
+def _record_file(storage: Path, commit: str, gguf_file: str | None = None) -> Path:
+    # Which files make the preset at this commit (one record per GGUF file picked from a repo of them);
+    # beside refs/ and snapshots/ (huggingface_hub's cache scanner ignores other folders).
+    suffix = "" if gguf_file is None else "." + gguf_file.replace("/", "--")
+    return storage / ".zoohub" / f"{commit}{suffix}.json"
 
 
-def fetch(repo_id: str, revision: str | None = None) -> Path:
-    """Download what a model needs from hf://repo_id@revision; the snapshot folder in the HF cache."""
+def fetch(repo_id: str, revision: str | None = None, gguf_file: str | None = None) -> Path:
+    """Download what a model needs from hf://repo_id@revision (or its GGUF file `gguf_file`); the
+    snapshot folder in the HF cache."""
     endpoint, cache_dir, token = env.hf_endpoint(), env.hf_cache_dir(), env.hf_token()
     revision = revision or "main"
     storage = repo_cache(cache_dir, repo_id)
     if env.offline():
-        return from_cache(repo_id, revision, storage, "offline mode is on (HF_HUB_OFFLINE=1)", OfflineError)
-    if COMMIT.match(revision) and _record_file(storage, revision).is_file():
+        return from_cache(repo_id, revision, storage, "offline mode is on (HF_HUB_OFFLINE=1)", OfflineError,
+                          gguf_file)
+    if COMMIT.match(revision) and _record_file(storage, revision, gguf_file).is_file():
         # A commit never changes: when all its files are cached and verified, skip the network.
         with contextlib.suppress(MissingFileError, OfflineError, IntegrityError):
-            return from_cache(repo_id, revision, storage, "", OfflineError)
+            return from_cache(repo_id, revision, storage, "", OfflineError, gguf_file)
     api = HfApi(endpoint=endpoint, token=token)
     try:
         with env.hf_progress(), translate_errors(repo_id, revision, endpoint, token):
@@ -160,7 +163,7 @@ def fetch(repo_id: str, revision: str | None = None) -> Path:
                                   timeout=httpx2.Timeout(60.0, connect=env.connect_timeout()))
     except HubUnreachableError as e:
         try:
-            folder = from_cache(repo_id, revision, storage, str(e), HubUnreachableError)
+            folder = from_cache(repo_id, revision, storage, str(e), HubUnreachableError, gguf_file)
         except (HubUnreachableError, IntegrityError):
             raise e from None
         logger.warning("%s; using the cached copy of hf://%s@%s", e, repo_id, revision)
@@ -183,7 +186,10 @@ def fetch(repo_id: str, revision: str | None = None) -> Path:
     def read_json(name: str) -> dict:
         return json.loads(download(name).read_text(encoding="utf-8"))
 
-    names = select_files(siblings.__contains__, read_json, listing=list(siblings), where=where)
+    if is_gguf_repo(siblings, gguf_file):
+        names = select_gguf(siblings, gguf_file, where)
+    else:
+        names = select_files(siblings.__contains__, read_json, listing=list(siblings), where=where)
     for name in names:
         download(name)
     folder = storage / "snapshots" / commit
@@ -194,18 +200,18 @@ def fetch(repo_id: str, revision: str | None = None) -> Path:
         if bad:
             _delete_cached(folder / bad)
         raise
-    _remember(storage, revision, commit, names)
+    _remember(storage, revision, commit, names, gguf_file)
     return folder
 
 
-def _remember(storage: Path, revision: str, commit: str, names: list[str]) -> None:
+def _remember(storage: Path, revision: str, commit: str, names: list[str], gguf_file: str | None = None) -> None:
     """Point refs/<revision> at the commit (as huggingface_hub does) and record the file list."""
     with contextlib.suppress(OSError):
         if revision != commit:
             ref = storage / "refs" / revision
             if not ref.is_file() or ref.read_text() != commit:
                 _write_atomically(ref, commit)
-        _write_atomically(_record_file(storage, commit), json.dumps(names))
+        _write_atomically(_record_file(storage, commit, gguf_file), json.dumps(names))
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -220,7 +226,8 @@ def _write_atomically(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def from_cache(repo_id: str, revision: str, storage: Path, reason: str, error: type[Exception]) -> Path:
+def from_cache(repo_id: str, revision: str, storage: Path, reason: str, error: type[Exception],
+               gguf_file: str | None = None) -> Path:
     """The cached snapshot, complete and verified, without any network; else `error` listing what is missing."""
     where = f"hf://{repo_id}@{revision}"
     commit = revision if COMMIT.match(revision) else None
@@ -229,14 +236,15 @@ def from_cache(repo_id: str, revision: str, storage: Path, reason: str, error: t
         commit = ref.read_text().strip()
     folder = storage / "snapshots" / (commit or "?")
     names: list[str] | None = None
-    if commit and _record_file(storage, commit).is_file():
-        names = json.loads(_record_file(storage, commit).read_text())
+    if commit and _record_file(storage, commit, gguf_file).is_file():
+        names = json.loads(_record_file(storage, commit, gguf_file).read_text())
         missing = [n for n in names if not (folder / n).is_file()]
     elif commit and folder.is_dir():
         try:  # fetched by another tool: take what the snapshot holds
             # the snapshot's links must lead into this repo's blobs/ (confine), like any preset file
-            names = select_files(lambda n: confine.is_file(folder, n),
-                                 lambda n: json.loads(confine.read_bytes(folder, n)), listing=None, where=where)
+            names = [gguf_file] if gguf_file and confine.is_file(folder, gguf_file) else select_files(
+                lambda n: confine.is_file(folder, n), lambda n: json.loads(confine.read_bytes(folder, n)),
+                listing=None, where=where)
             missing = []
         except MissingFileError as e:
             missing = [str(e)]

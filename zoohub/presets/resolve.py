@@ -10,7 +10,7 @@ from zoohub.hub import fetch, parse_handle, path_handle
 from zoohub.hub.handles import REPO_ID
 
 
-def resolve_preset(handle: str | os.PathLike, *, revision: str | None = None) -> Path:
+def resolve_preset(handle: str | os.PathLike, *, revision: str | None = None, gguf_file: str | None = None) -> Path:
     """A local folder holding the preset's files (downloaded, checked and cached if remote).
 
     Args:
@@ -18,6 +18,7 @@ def resolve_preset(handle: str | os.PathLike, *, revision: str | None = None) ->
             "https://host/folder/", "file:///path", "local://owner/name" or a local folder path.
         revision: a branch, tag, commit or refs/pr/N; overrides the registry's pinned revision
             and an "@revision" in the handle.
+        gguf_file: for a hub repo of GGUF files, the one to fetch (instead of a transformers checkpoint).
 
     Example:
         >>> from zoohub.presets.resolve import resolve_preset
@@ -26,7 +27,7 @@ def resolve_preset(handle: str | os.PathLike, *, revision: str | None = None) ->
     text = os.fspath(handle)
     parsed = parse_handle(text, revision=revision)
     if parsed is not None:
-        return fetch(parsed)
+        return fetch(parsed, gguf_file=gguf_file)
     if Path(text).expanduser().is_dir():
         return fetch(path_handle(text))
     from zoohub.presets import registry
@@ -38,7 +39,7 @@ def resolve_preset(handle: str | os.PathLike, *, revision: str | None = None) ->
         if row.bundled:
             _seed_bundled(row.bundled, handle)
         try:
-            return fetch(handle)
+            return fetch(handle, gguf_file=gguf_file)
         except HubError as e:
             _name_the_download_command(e, text, revision)
             raise

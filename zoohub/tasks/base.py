@@ -21,6 +21,7 @@ from zoohub.backend import get_backend, ops, using
 from zoohub.backend.memory import release_free_memory
 from zoohub.errors import BackendError, UnsupportedArchitectureError
 from zoohub.presets.folder import ZOOHUB_FILE, read_aux_files, read_config, read_json, save_preset_folder
+from zoohub.presets.gguf import find_gguf
 from zoohub.presets.resolve import resolve_preset
 from zoohub.presets.weights import flatten, read_weights, unflatten, write_weights
 from zoohub.tasks.tokenizer import TOKENIZER_FILES, Tokenizer
@@ -148,10 +149,17 @@ class Task:
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
     def from_preset(cls, handle: str | os.PathLike, *, revision: str | None = None,
-                    dtype: str | None = None, seed: int = 0, **options):
-        """Load from a registry name, a hub handle or a local folder. See the subclass docs."""
-        folder = resolve_preset(handle, revision=revision)
-        return cls.from_folder(folder, dtype=dtype, seed=seed, source=os.fspath(handle), **options)
+                    dtype: str | None = None, seed: int = 0, gguf_file: str | None = None, **options):
+        """Load from a registry name, a hub handle, a local folder or a GGUF file (`path/model.gguf`, or
+        `gguf_file=` naming one in a folder or hub repo). See the subclass docs."""
+        text = os.fspath(handle)
+        if gguf_file is None and text.endswith(".gguf") and Path(text).expanduser().is_file():
+            return cls.from_gguf(Path(text).expanduser(), dtype=dtype, seed=seed, source=text, **options)
+        folder = resolve_preset(handle, revision=revision, gguf_file=gguf_file)
+        path = find_gguf(folder, gguf_file)
+        if path is not None:
+            return cls.from_gguf(path, dtype=dtype, seed=seed, source=text, **options)
+        return cls.from_folder(folder, dtype=dtype, seed=seed, source=text, **options)
 
     @classmethod
     def from_folder(cls, folder: Path, *, dtype: str | None = None, seed: int = 0, source: str | None = None,
@@ -161,12 +169,7 @@ class Task:
         family = get_family(hf["model_type"])
         hf = cls._adjust_config(hf, num_labels=num_labels, **options)
         config = family.config_class.from_hf(hf)
-        head = None
-        if cls.TASK != "backbone":
-            if cls.TASK not in family.heads:
-                raise UnsupportedArchitectureError(
-                    f"{family.model_type} has no {cls.TASK} head; it supports: backbone, {', '.join(family.heads)}")
-            head = family.heads[cls.TASK]
+        head = cls._head_of(family)
         flat, report = load_params(read_weights(folder), family, config, head,
                                    num_labels=cls._num_labels(hf, num_labels), seed=seed, where=str(folder))
         aux = read_aux_files(folder, AUX_FILES)  # checked to stay inside the folder, regular files only
@@ -180,6 +183,40 @@ class Task:
         task.mesh = mesh
         task._configure(**options)
         return task
+
+    @classmethod
+    def from_gguf(cls, path: Path, *, dtype: str | None = None, seed: int = 0, source: str | None = None,
+                  num_labels: int | None = None, mesh=None, **options):
+        """Load a llama.cpp GGUF file: config from its metadata, tokenizer from its vocabulary, tensors
+        dequantized one at a time into float32 (or `dtype`); see `zoohub.presets.gguf`."""
+        from zoohub.presets.gguf import GGUFFile
+
+        file = GGUFFile(path)
+        hf = file.config()
+        family = get_family(hf["model_type"])
+        hf = cls._adjust_config(dict(hf), num_labels=num_labels, **options)
+        config = family.config_class.from_hf(hf)
+        head = cls._head_of(family)
+        names = [f"{family.prefix}.{k}" for k in {**family.shapes(config), **family.optional_shapes(config)}]
+        names += list(head.shapes(config, num_labels or 0)) if head is not None else []
+        flat, report = load_params(file.tensors(names), family, config, head, num_labels=cls._num_labels(hf, num_labels),
+                                   seed=seed, where=str(path))
+        backend, tokenizer_config = file.tokenizer()
+        meta = {"source": source or str(path), "gguf": {"file": Path(path).name, "types": file.quantization_types()}}
+        task = cls(family=family, config=config, params=to_backend(flat, family, head, dtype, mesh),
+                   tokenizer=Tokenizer(backend, tokenizer_config), metadata=meta, report=report)
+        task.mesh = mesh
+        task._configure(**options)
+        return task
+
+    @classmethod
+    def _head_of(cls, family: Family) -> Head | None:
+        if cls.TASK == "backbone":
+            return None
+        if cls.TASK not in family.heads:
+            raise UnsupportedArchitectureError(
+                f"{family.model_type} has no {cls.TASK} head; it supports: backbone, {', '.join(family.heads)}")
+        return family.heads[cls.TASK]
 
     @classmethod
     def _adjust_config(cls, hf: dict, **options) -> dict:
