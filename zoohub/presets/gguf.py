@@ -322,12 +322,12 @@ def find_gguf(folder: Path, gguf_file: str | None) -> Path | None:
     if gguf_file is not None:
         if not confine.is_file(folder, gguf_file):
             raise MissingFileError(f"{folder} has no GGUF file {gguf_file!r}")
-        return confine.resolve(folder, gguf_file)
+        return folder / gguf_file  # checked inside the folder; the name (not a cache blob's) is kept
     if (folder / "config.json").exists():
         return None
     found = sorted(p.name for p in folder.iterdir() if p.name.endswith(".gguf")) if folder.is_dir() else []
-    if len(found) == 1:
-        return confine.resolve(folder, found[0])
+    if len(found) == 1 and confine.is_file(folder, found[0]):
+        return folder / found[0]
     if len(found) > 1:
         raise MissingFileError(f"{folder} holds {len(found)} GGUF files ({', '.join(found)}); pick one with "
                                "gguf_file=")
