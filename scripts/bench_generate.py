@@ -3,11 +3,18 @@
 
     python scripts/bench_generate.py            # ~4 minutes on 2 cores with 32 new tokens
     python scripts/bench_generate.py --quick    # fewer tokens
+    python scripts/bench_generate.py --moe      # mixture of experts (below)
+    python scripts/bench_generate.py --moe --size tiny   # a smoke run in seconds (or ZOOHUB_BENCH_SIZE=tiny)
 
 Columns: time to first token from a fresh model (compilation included), prefill latency for a
 128-token prompt, decode tokens/s at batch 1 and 8 (per sequence x batch), and the bounds: decode
 <= read bandwidth / weight bytes (bandwidth measured as decoding reads: a jitted matrix-vector
 product over a 512 MB matrix), prefill >= 2 * params * tokens / matmul throughput.
+
+`--moe`: a Qwen3-MoE-shaped random model (16 experts, top-2, ~140M parameters, ~0.56 GB float32),
+zoohub jax against transformers in the same process, and against a dense Qwen3 with the same active
+parameters per token (its MLP as wide as the two chosen experts together); the decode bound is then
+read bandwidth / active weight bytes.
 """
 from __future__ import annotations
 
@@ -58,6 +65,62 @@ def make_checkpoint(folder: str) -> int:
     model = transformers.LlamaForCausalLM(config).float().eval()
     model.save_pretrained(folder)
     return sum(p.numel() for p in model.parameters())
+
+
+# Qwen3-MoE-shaped: 16 experts, top-2; the dense twin's MLP is 2 x moe_intermediate_size wide.
+MOE_SIZES = {
+    "full": dict(vocab_size=32000, hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
+                 head_dim=64, num_experts=16, num_experts_per_tok=2, moe_intermediate_size=512),
+    "tiny": dict(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 head_dim=16, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=48),
+}
+
+
+def make_moe_checkpoints(moe_folder: str, dense_folder: str, size: str) -> tuple[int, int, int]:
+    """A random Qwen3-MoE and its dense Qwen3 twin; (MoE params, MoE active params per token, dense params)."""
+    import torch
+    import transformers
+
+    shape = dict(MOE_SIZES[size])
+    experts, top_k, width = shape.pop("num_experts"), shape.pop("num_experts_per_tok"), shape.pop("moe_intermediate_size")
+    common = dict(shape, max_position_embeddings=2048, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                  rope_theta=1e6, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    moe = transformers.Qwen3MoeForCausalLM(transformers.Qwen3MoeConfig(
+        **common, intermediate_size=top_k * width, num_experts=experts, num_experts_per_tok=top_k,
+        moe_intermediate_size=width, norm_topk_prob=True)).float().eval()
+    moe.save_pretrained(moe_folder)
+    dense = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**common, intermediate_size=top_k * width)).float().eval()
+    dense.save_pretrained(dense_folder)
+    total = sum(p.numel() for p in moe.parameters())
+    inactive = (experts - top_k) * 3 * width * shape["hidden_size"] * shape["num_hidden_layers"]
+    return total, total - inactive, sum(p.numel() for p in dense.parameters())
+
+
+def main_moe(new: int, size: str) -> None:
+    bandwidth, _ = measure_bounds()
+    vocab = MOE_SIZES[size]["vocab_size"]
+    prompt = np.random.default_rng(0).integers(3, vocab, (8, 128)).astype(np.int32)
+    with tempfile.TemporaryDirectory() as moe, tempfile.TemporaryDirectory() as dense:
+        params, active, dense_params = make_moe_checkpoints(moe, dense, size)
+        rows = {
+            "transformers qwen3_moe (torch, f32)": bench_torch(moe, new, prompt),
+            "zoohub jax qwen3_moe f32": bench_zoohub(moe, "jax", None, new, prompt),
+            "zoohub numpy qwen3_moe f32": bench_zoohub(moe, "numpy", None, max(2, new // 4), prompt),
+            "zoohub jax dense qwen3, same active params, f32": bench_zoohub(dense, "jax", None, new, prompt),
+        }
+    print(f"\nmachine: read bandwidth {bandwidth:.1f} GB/s; MoE {params / 1e6:.1f}M params "
+          f"({params * 4 / 1e9:.2f} GB f32), {active / 1e6:.1f}M active per token; dense twin {dense_params / 1e6:.1f}M")
+    print(f"bound: decode b1 <= {bandwidth * 1e9 / (active * 4):.1f} tok/s (active f32 weights)\n")
+    print("| run | first token (s) | prefill 128 (ms) | decode b1 (tok/s) | decode b8 (tok/s) |")
+    print("|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['first_token_s']:.2f} | {r['prefill_ms']:.0f} | {r['decode_b1']:.1f} | {r['decode_b8']:.1f} |")
+    ours, ref = rows["zoohub jax qwen3_moe f32"], rows["transformers qwen3_moe (torch, f32)"]
+    twin = rows["zoohub jax dense qwen3, same active params, f32"]
+    print(f"\nzoohub MoE vs transformers: decode b1 {ours['decode_b1'] / ref['decode_b1']:.2f}x, "
+          f"b8 {ours['decode_b8'] / ref['decode_b8']:.2f}x; vs the dense twin: b1 {ours['decode_b1'] / twin['decode_b1']:.2f}x, "
+          f"b8 {ours['decode_b8'] / twin['decode_b8']:.2f}x")
 
 
 def timed(fn, repeat: int = 1) -> float:
@@ -115,8 +178,13 @@ def bench_torch(folder: str, new: int, prompt: np.ndarray) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--moe", action="store_true", help="the mixture-of-experts case")
+    parser.add_argument("--size", choices=sorted(MOE_SIZES), default=os.environ.get("ZOOHUB_BENCH_SIZE", "full"),
+                        help="model size of the --moe case (tiny: a smoke run)")
     args = parser.parse_args()
     new = 16 if args.quick else 32
+    if args.moe:
+        return main_moe(4 if args.size == "tiny" else new, args.size)
     bandwidth, flops = measure_bounds()
     prompt = np.random.default_rng(0).integers(3, 49152, (8, 128)).astype(np.int32)
     with tempfile.TemporaryDirectory() as folder:
