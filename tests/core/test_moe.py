@@ -209,3 +209,18 @@ def test_load_balancing_loss_matches_transformers(backend):
         with using(backend):
             ours = float(load_balancing_loss(logits, 2, None if m is None else m.reshape(-1)))
         assert abs(ours - ref) <= 1e-5, (ours, ref)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_gpu_tpu_path_ragged_dot_matches_the_dense_reference(bias):
+    """`lax.ragged_dot` serves GPU/TPU; on CPU it runs (densely, behind a mask), so its wiring is checked here."""
+    import jax
+    import jax.numpy as jnp
+
+    from zoohub.layers import moe
+
+    x, logits, k = _case(23, seed=7)
+    experts = _experts(bias=bias)
+    w, i = route(Router(num_experts=E, top_k=k), jnp.asarray(logits))
+    ours = moe._ragged(jnp.asarray(x), w, i, jax.tree_util.tree_map(jnp.asarray, experts), swiglu_experts(jax.nn.silu))
+    np.testing.assert_allclose(np.asarray(ours), _dense(x, np.asarray(w), np.asarray(i), experts), atol=2e-5)
