@@ -122,3 +122,56 @@ def test_experts_split_over_the_model_axis_and_match_one_device(tiny):
                 json.loads((tiny.folder(family, "causal_lm") / "config.json").read_text())).num_routed_experts
             assert shard[1] == experts // 4, (family, name, shard)
         assert r["diff"] <= 1e-5 * max(1.0, r["scale"]) and r["same_tokens"], (family, r["diff"], r["scale"])
+
+
+# config.json of the catalog rows (their sizes and the keys beside them, as published)
+PUBLISHED = {
+    "mixtral_8x7b": dict(
+        model_type="mixtral", vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2,
+        max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=1e6, router_aux_loss_coef=0.02,
+        output_router_logits=False, sliding_window=None, tie_word_embeddings=False, hidden_act="silu"),
+    "qwen1.5_moe_a2.7b": dict(
+        model_type="qwen2_moe", vocab_size=151936, hidden_size=2048, intermediate_size=5632, num_hidden_layers=24,
+        num_attention_heads=16, num_key_value_heads=16, num_experts=60, num_experts_per_tok=4,
+        moe_intermediate_size=1408, shared_expert_intermediate_size=5632, decoder_sparse_step=1, norm_topk_prob=False,
+        max_window_layers=21, sliding_window=32768, use_sliding_window=False, rope_theta=1e6,
+        router_aux_loss_coef=0.001, output_router_logits=False, tie_word_embeddings=False),
+    "qwen3_30b_a3b": dict(
+        model_type="qwen3_moe", vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=48,
+        num_attention_heads=32, num_key_value_heads=4, head_dim=128, num_experts=128, num_experts_per_tok=8,
+        moe_intermediate_size=768, norm_topk_prob=True, mlp_only_layers=[], decoder_sparse_step=1,
+        max_window_layers=48, sliding_window=None, use_sliding_window=False, rope_scaling=None, rope_theta=1e6,
+        attention_bias=False, router_aux_loss_coef=0.001, output_router_logits=False, tie_word_embeddings=False),
+    "olmoe_1b_7b": dict(
+        model_type="olmoe", vocab_size=50304, hidden_size=2048, intermediate_size=1024, num_hidden_layers=16,
+        num_attention_heads=16, num_key_value_heads=16, num_experts=64, num_experts_per_tok=8, clip_qkv=None,
+        norm_topk_prob=False, rope_theta=10000.0, rope_scaling=None, attention_bias=False, router_aux_loss_coef=0.01,
+        output_router_logits=False, tie_word_embeddings=False, pad_token_id=1, eos_token_id=50279),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_configs_of_the_catalog_rows_load_and_give_the_rows_parameter_counts(name):
+    import math
+
+    from zoohub.presets.catalog_decoders import ROWS
+
+    row = next(r for r in ROWS if r["name"] == name)
+    hf = PUBLISHED[name]
+    family = get_family(hf["model_type"])
+    assert row["family"] == hf["model_type"] and len(row["revision"]) == 40
+    config = family.config_class.from_hf(hf)
+    shapes = {**family.shapes(config), **family.heads["causal_lm"].shapes(config, 0)}
+    assert sum(math.prod(s) for s in shapes.values()) == row["params"]
+    # and transformers agrees on the config's meaning: its own class reads the same expert count
+    ref = getattr(transformers, family.heads["causal_lm"].architecture.replace("ForCausalLM", "Config"))(**hf)
+    assert config.num_routed_experts == (getattr(ref, "num_local_experts", None) or ref.num_experts)
+
+
+def test_configs_with_dense_layers_are_refused_by_name(tiny, tmp_path):
+    folder = Path(shutil.copytree(tiny.folder("qwen3_moe", "causal_lm"), tmp_path / "q"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "mlp_only_layers": [0]}))
+    with pytest.raises(zoohub.errors.UnsupportedConfigError, match="mlp_only_layers"):
+        zoohub.CausalLM.from_preset(folder)
