@@ -32,6 +32,16 @@ FAMILIES = {
                          sliding_window=4), "gemma", Q.F16),
     "gpt2": (dict(n_embd=64, n_head=4, n_inner=None, n_positions=1024, scale_attn_by_inverse_layer_idx=False),
              "byte", Q.BF16),
+    "phi3": (dict(_GGUF_SIZES, rope_parameters={"rope_type": "default", "rope_theta": 700.0}, partial_rotary_factor=None,
+                  sliding_window=None, original_max_position_embeddings=None), "spm", Q.Q8_0),
+    "starcoder2": (dict(_GGUF_SIZES, sliding_window=None, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+                   "byte", Q.Q4_0),
+    "bloom": (dict(hidden_size=64, n_head=4, apply_residual_connection_post_layernorm=None), "byte", Q.Q8_0),
+    # transformers' GGUF loader reads no expert widths: they stay at Qwen3-MoE's / Qwen2-MoE's defaults
+    "qwen3_moe": (dict(_GGUF_SIZES, moe_intermediate_size=None, use_sliding_window=None, sliding_window=None),
+                  "byte", Q.Q8_0),
+    "qwen2_moe": (dict(_GGUF_SIZES, moe_intermediate_size=None, shared_expert_intermediate_size=None,
+                       use_sliding_window=None, sliding_window=None, max_window_layers=None), "byte", Q.F16),
 }
 # The quantization sweep: one Llama whose rows hold whole 256-element super-blocks.
 SWEEP_TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K]

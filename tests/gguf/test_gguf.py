@@ -71,7 +71,7 @@ def test_f32_files_are_the_original_checkpoints(gguf_files):
         close(_logits(zoohub.CausalLM.from_preset(str(path)), ids, mask), torch_logits(original, ids, mask), mask)
 
 
-@pytest.mark.parametrize("model_type", ["llama", "gemma2", "qwen2", "gpt2"])
+@pytest.mark.parametrize("model_type", ["llama", "gemma2", "qwen2", "gpt2", "phi3", "bloom"])
 def test_tokenizer_equals_transformers_gguf_conversion(gguf_files, model_type):
     path, _, _ = gguf_files(model_type)
     theirs = gguf_files.tokenizer(path)

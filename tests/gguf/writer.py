@@ -13,6 +13,7 @@ definition (ggml-common.h): random quants and sub-block scales under small float
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import gguf
@@ -26,7 +27,9 @@ ARCHS = {
     "llama": ("llama", "llama", None), "mistral": ("llama", "llama", None),
     "qwen2": ("qwen2", "gpt2", "qwen2"), "qwen3": ("qwen3", "gpt2", "qwen2"),
     "gemma2": ("gemma2", "llama", None), "gemma3_text": ("gemma3", "llama", None),
-    "gpt2": ("gpt2", "gpt2", "gpt-2"),
+    "gpt2": ("gpt2", "gpt2", "gpt-2"), "phi3": ("phi3", "llama", None), "starcoder2": ("starcoder2", "gpt2", "starcoder"),
+    "bloom": ("bloom", "gpt2", "bloom"), "qwen3_moe": ("qwen3moe", "gpt2", "qwen2"),
+    "qwen2_moe": ("qwen2moe", "gpt2", "qwen2"),
 }
 
 # The K-quants' super-blocks of 256 (ggml-common.h): bytes per block, byte offsets of the float16 scales
@@ -98,6 +101,19 @@ def _tokenizer(writer: gguf.GGUFWriter, folder: Path, kind: str, pre: str | None
             add(vocab[token])
 
 
+def _stack_experts(tensors: dict) -> dict:
+    """experts.{e}.{proj}.weight of each layer -> one experts.{proj}.weight [E, out, in], as llama.cpp stores them."""
+    out, stacks = {}, {}
+    for name, w in tensors.items():
+        m = re.fullmatch(r"(.*\.experts)\.(\d+)\.(\w+\.weight)", name)
+        if m:
+            stacks.setdefault(f"{m[1]}.{m[3]}", {})[int(m[2])] = w
+        else:
+            out[name] = w
+    out.update({name: np.stack([by[i] for i in range(len(by))]) for name, by in stacks.items()})
+    return out
+
+
 def write_gguf(folder: Path, path: Path, qtype=Q.F32, *, name: str | None = None, seed: int = 0,
                metadata: dict | None = None) -> Path:
     """Write the transformers checkpoint in `folder` (config.json, model.safetensors, tokenizer.json)
@@ -112,12 +128,15 @@ def write_gguf(folder: Path, path: Path, qtype=Q.F32, *, name: str | None = None
 
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(name or f"tiny-{model_type}")  # transformers turns a file named exactly "mistral" into a model it cannot load
-    if model_type == "gpt2":
-        writer.add_context_length(config["n_positions"])
-        writer.add_embedding_length(config["n_embd"])
-        writer.add_feed_forward_length(config.get("n_inner") or 4 * config["n_embd"])
+    if model_type in ("gpt2", "bloom"):
+        width = config.get("n_embd") or config["hidden_size"]
+        heads = config["n_head"]
+        if model_type == "gpt2":
+            writer.add_context_length(config["n_positions"])
+        writer.add_embedding_length(width)
+        writer.add_feed_forward_length(config.get("n_inner") or 4 * width)
         writer.add_block_count(n_layers)
-        writer.add_head_count(config["n_head"])
+        writer.add_head_count(heads)
         writer.add_layer_norm_eps(config["layer_norm_epsilon"])
     else:
         heads, kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
@@ -129,12 +148,15 @@ def write_gguf(folder: Path, path: Path, qtype=Q.F32, *, name: str | None = None
         writer.add_block_count(n_layers)
         writer.add_head_count(heads)
         writer.add_head_count_kv(kv)
-        writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+        if model_type == "starcoder2":
+            writer.add_layer_norm_eps(config["norm_epsilon"])
+        else:
+            writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
         writer.add_rope_freq_base(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
         writer.add_vocab_size(config["vocab_size"])
-        if arch == "llama":
+        if arch in ("llama", "phi3"):
             writer.add_rope_dimension_count(head_dim)
-        if arch in ("gemma2", "gemma3", "qwen3"):
+        if arch in ("gemma2", "gemma3", "qwen3", "qwen3moe"):
             writer.add_key_length(head_dim)
             writer.add_value_length(head_dim)
         if arch in ("gemma2", "gemma3") and config.get("sliding_window"):
@@ -142,6 +164,12 @@ def write_gguf(folder: Path, path: Path, qtype=Q.F32, *, name: str | None = None
         if arch == "gemma2":
             writer.add_attn_logit_softcapping(config["attn_logit_softcapping"])
             writer.add_final_logit_softcapping(config["final_logit_softcapping"])
+        if arch in ("qwen3moe", "qwen2moe"):
+            writer.add_expert_count(config.get("num_experts") or config["num_local_experts"])
+            writer.add_expert_used_count(config["num_experts_per_tok"])
+            writer.add_expert_feed_forward_length(config["moe_intermediate_size"])
+        if arch == "qwen2moe":
+            writer.add_expert_shared_feed_forward_length(config["shared_expert_intermediate_size"])
     for key, value in (metadata or {}).items():
         if isinstance(value, str):
             writer.add_string(key, value)
@@ -151,9 +179,9 @@ def write_gguf(folder: Path, path: Path, qtype=Q.F32, *, name: str | None = None
             writer.add_uint32(key, value)
     _tokenizer(writer, folder, tokenizer_kind, pre)
 
-    for hf_name, w in tensors.items():
+    for hf_name, w in _stack_experts(tensors).items():
         base, _, suffix = hf_name.rpartition(".")
-        gguf_name = names.get_name(base)
+        gguf_name = names.get_name(base) or names.get_name(base.split(".", 1)[-1])  # BloomModel's own names too
         if gguf_name is None:
             raise KeyError(f"gguf-py has no name for {hf_name} in {arch}")
         if arch == "llama" and base.endswith(("q_proj", "k_proj")):
@@ -162,6 +190,10 @@ def write_gguf(folder: Path, path: Path, qtype=Q.F32, *, name: str | None = None
             w = w + 1  # llama.cpp stores Gemma's norm scale as 1 + w
         if arch == "gpt2" and base.endswith(("c_attn", "c_proj", "c_fc")) and suffix == "weight":
             w = w.T  # Conv1D [in, out] -> [out, in]
+        if arch == "bloom" and base.endswith("query_key_value"):
+            w = w.reshape(heads, 3, -1, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)  # per head -> q, k, v blocks
+        if base.endswith("shared_expert_gate"):
+            w = w.reshape(-1)  # llama.cpp stores the [1, D] gate as [D]
         data, raw = _store(hf_name, w, qtype, rng)
         if raw is None:
             writer.add_tensor(f"{gguf_name}.{suffix}", data)

@@ -22,6 +22,7 @@ a file passes the tensor names its family expects (`GGUFFile.tensors`).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,11 @@ class Arch:
     """`{arch}.<key>` that must equal a config key (it is derived, not free): refused when it differs."""
     refused: Mapping[str, tuple] = field(default_factory=dict)
     """`{arch}.<key>` read only at values that change nothing -> (those values, why others are refused)."""
+    ignored: frozenset = frozenset()
+    """`{arch}.<key>` llama.cpp writes that this model has no use for."""
+    tied: bool | None = None
+    """The head is the embedding table whatever the file holds (transformers' rule for BLOOM); None: tied
+    when the file has no `output.weight`."""
 
 
 # transformers' GGUF loader drops RoPE scaling (and llama.cpp's llama3 `rope_freqs` tensor): a file that
@@ -90,15 +96,30 @@ ARCHITECTURES: dict[str, Arch] = {
     "gemma3": Arch("gemma3_text", {**_DECODER, "attention.key_length": "head_dim",
                                    "attention.sliding_window": "sliding_window"},
                    fixes=("norm_minus_one",), same_as={"attention.value_length": "head_dim"}, refused=_ROPE_SCALING),
+    # Phi-3 keeps its fused qkv_proj / gate_up_proj (llama.cpp's attn_qkv / ffn_up); the prefix space of its
+    # sentencepiece vocabulary comes from a normalizer (gguf_tokenizer).
+    "phi3": Arch("phi3", {**_DECODER, "attention.sliding_window": "sliding_window"}, refused=_ROPE_SCALING),
+    "starcoder2": Arch("starcoder2", {**_DECODER, "attention.layer_norm_epsilon": "norm_epsilon"}, refused=_ROPE_SCALING),
+    # BLOOM: llama.cpp regroups the fused q/k/v rows by kind (all q, then k, then v); transformers' are per head.
+    "bloom": Arch("bloom", {"block_count": "n_layer", "embedding_length": "hidden_size", "attention.head_count": "n_head",
+                            "vocab_size": "vocab_size", "attention.layer_norm_epsilon": "layer_norm_epsilon"},
+                  fixes=("bloom_qkv",), tied=True,
+                  ignored=frozenset({"feed_forward_length", "context_length"})),  # 4 x width MLP; ALiBi positions
+    # MoE: llama.cpp stacks each layer's experts into one [E, out, in] tensor (ffn_*_exps), split per expert here.
+    "qwen3moe": Arch("qwen3_moe", {**_DECODER, "attention.key_length": "head_dim", "expert_count": "num_experts",
+                                   "expert_used_count": "num_experts_per_tok",
+                                   "expert_feed_forward_length": "moe_intermediate_size"},
+                     defaults={"norm_topk_prob": True},  # llama.cpp normalises the top-k weights (transformers too)
+                     same_as={"attention.value_length": "head_dim"}, refused=_ROPE_SCALING),
+    "qwen2moe": Arch("qwen2_moe", {**_DECODER, "expert_count": "num_experts", "expert_used_count": "num_experts_per_tok",
+                                   "expert_feed_forward_length": "moe_intermediate_size",
+                                   "expert_shared_feed_forward_length": "shared_expert_intermediate_size"},
+                     fixes=("shared_gate_2d",), refused=_ROPE_SCALING),
     # GPT-2's Conv1D weights are stored [out, in] in GGUF.
     "gpt2": Arch("gpt2", {"context_length": "n_positions", "embedding_length": "n_embd", "block_count": "n_layer",
                           "feed_forward_length": "n_inner", "attention.head_count": "n_head",
                           "attention.layer_norm_epsilon": "layer_norm_epsilon"}, fixes=("transpose_conv1d",)),
 }
-
-# gguf-py's names for the architectures, where they differ from ours (its MODEL_ARCH_NAMES values).
-_GGUF_PY_NAMES = {"qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe"}
-
 
 def supported_architectures() -> list[str]:
     return sorted(ARCHITECTURES)
@@ -148,30 +169,46 @@ def _transpose_conv1d(name: str, w: np.ndarray, config: Mapping) -> np.ndarray:
     return np.ascontiguousarray(w.T) if name.endswith(_CONV1D) else w
 
 
-FIXES = {"unpermute_qk": _unpermute_qk, "norm_minus_one": _norm_minus_one, "transpose_conv1d": _transpose_conv1d}
+def _bloom_qkv(name: str, w: np.ndarray, config: Mapping) -> np.ndarray:
+    """[3, N, H, ...] (llama.cpp) -> [N, 3, H, ...] (transformers), for the fused weight and bias."""
+    if ".attn_qkv." not in name:
+        return w
+    heads = config["n_head"]
+    return np.ascontiguousarray(w.reshape(3, heads, -1, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape))
+
+
+def _shared_gate_2d(name: str, w: np.ndarray, config: Mapping) -> np.ndarray:
+    return w.reshape(1, -1) if "ffn_gate_inp_shexp" in name else w  # stored [D]; transformers' Linear is [1, D]
+
+
+FIXES = {"unpermute_qk": _unpermute_qk, "norm_minus_one": _norm_minus_one, "transpose_conv1d": _transpose_conv1d,
+         "bloom_qkv": _bloom_qkv, "shared_gate_2d": _shared_gate_2d}
 # Fixes that change a tensor's shape: name -> (GGUF tensor name, shape) -> shape after the fix.
-FIXED_SHAPES = {"transpose_conv1d": lambda name, shape: shape[::-1] if name.endswith(_CONV1D) else shape}
+FIXED_SHAPES = {"transpose_conv1d": lambda name, shape: shape[::-1] if name.endswith(_CONV1D) else shape,
+                "shared_gate_2d": lambda name, shape: (1, *shape) if "ffn_gate_inp_shexp" in name else shape}
 
 
 # ---- the file -----------------------------------------------------------------------------------------
 
+_EXPERT = re.compile(r"(?P<experts>.*\.experts)\.(?P<index>\d+)\.(?P<proj>\w+)")
+
+
 class GGUFTensor:
     """One tensor of the file under its transformers name, dequantized (and fixed) when read: an array-like
-    with `shape`, `dtype` and `__array__`, so loading holds at most a tensor's float copy at a time."""
+    with `shape`, `dtype` and `__array__`, so loading holds at most a tensor's float copy at a time.
+    `expert` picks one expert of llama.cpp's stacked [E, out, in] expert tensors."""
 
-    def __init__(self, file: "GGUFFile", tensor, hf_name: str):
-        self.file, self.tensor, self.name = file, tensor, hf_name
+    def __init__(self, file: "GGUFFile", tensor, hf_name: str, expert: int | None = None):
+        self.file, self.tensor, self.name, self.expert = file, tensor, hf_name, expert
         shape = tuple(int(s) for s in reversed(tensor.shape))
         for fix in file.arch.fixes:
             shape = FIXED_SHAPES.get(fix, lambda name, shape: shape)(tensor.name, shape)
-        self.shape = shape
+        self.shape = shape if expert is None else shape[1:]
         self.dtype = np.dtype(np.float32)
         self.ndim = len(self.shape)
 
     def __array__(self, dtype=None, copy=None):
-        w = _dequantize(self.tensor, str(self.file.path))
-        for fix in self.file.arch.fixes:
-            w = FIXES[fix](self.tensor.name, w, self.file.config())
+        w = self.file.read(self.tensor) if self.expert is None else self.file.read_expert(self.tensor, self.expert)
         return w if dtype is None else w.astype(dtype)
 
     def __getitem__(self, index):
@@ -210,6 +247,7 @@ class GGUFFile:
                 f"{', '.join(supported_architectures())}")
         self.arch_name, self.arch = name, ARCHITECTURES[name]
         self._config: dict | None = None
+        self._experts: dict = {}  # stacked expert tensors being split: name -> [float32 array, experts left]
 
     def field(self, key: str, default=None):
         """A metadata value as Python data (str, int, float, bool, or a list of them)."""
@@ -243,7 +281,7 @@ class GGUFFile:
                 continue
             if short in arch.config:
                 out[arch.config[short]] = self.field(key)
-            elif short not in arch.same_as and short not in _HARMLESS:
+            elif short not in arch.same_as and short not in _HARMLESS and short not in arch.ignored:
                 raise UnsupportedConfigError(
                     f"{self.path}: GGUF key {key}={self.field(key)!r} is not one zoohub reads for {self.arch_name} "
                     f"(it reads: {', '.join(sorted(arch.config))}); it may change the model, so it is not ignored")
@@ -266,26 +304,54 @@ class GGUFFile:
             if value is not None:
                 out[key] = value
         # llama.cpp writes the output projection only when it is not the embedding table.
-        out["tie_word_embeddings"] = "output.weight" not in self.tensor_names()
+        out["tie_word_embeddings"] = arch.tied if arch.tied is not None else "output.weight" not in self.tensor_names()
         self._config = out
         return out
 
     # ---- tensors -----------------------------------------------------------------------------------
+    def read(self, tensor) -> np.ndarray:
+        """A tensor dequantized to float32, with the architecture's fixes applied."""
+        w = _dequantize(tensor, str(self.path))
+        for fix in self.arch.fixes:
+            w = FIXES[fix](tensor.name, w, self.config())
+        return w
+
+    def read_expert(self, tensor, expert: int) -> np.ndarray:
+        """One expert of a stacked expert tensor. The stack is dequantized once and kept until each of its
+        experts has been read (loading reads them expert by expert, across layers)."""
+        if tensor.name not in self._experts:
+            self._experts[tensor.name] = [self.read(tensor), int(tensor.shape[-1])]
+        entry = self._experts[tensor.name]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._experts[tensor.name]
+        return np.array(entry[0][expert])
+
     def tensors(self, expected: Iterable[str]) -> dict[str, GGUFTensor]:
         """The file's tensors under the transformers names `expected` (the model's checkpoint names,
         prefix included), read lazily. A file tensor none of them maps to is an error naming it."""
         gguf = _gguf()
 
-        arch_name = _GGUF_PY_NAMES.get(self.arch.model_type, self.arch_name)
-        arch = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch_name)
+        arch = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == self.arch_name)
         name_map = gguf.get_tensor_name_map(arch, int(self.config().get("num_hidden_layers")
                                                        or self.config().get("n_layer") or 0))
-        to_hf = {}
+        to_hf: dict[str, str] = {}
+        experts: dict[str, list[tuple[int, str]]] = {}
         for hf_name in expected:
-            base, dot, suffix = hf_name.rpartition(".")
-            gguf_name = name_map.get_name(base) if suffix in ("weight", "bias") else name_map.get_name(hf_name)
-            if gguf_name is not None:
-                to_hf[f"{gguf_name}.{suffix}" if suffix in ("weight", "bias") else gguf_name] = hf_name
+            base, _, suffix = hf_name.rpartition(".")
+            match = _EXPERT.fullmatch(base)
+            if match:  # experts.3.gate_proj -> the layer's stacked experts.gate_proj
+                base = f"{match['experts']}.{match['proj']}"
+            gguf_name = name_map.get_name(base)
+            if gguf_name is None and "." in base:
+                # transformers also maps the bare backbone's names (BLOOM's `word_embeddings_layernorm`)
+                gguf_name = name_map.get_name(base.split(".", 1)[1])
+            if gguf_name is None:
+                continue
+            if match:
+                experts.setdefault(f"{gguf_name}.{suffix}", []).append((int(match["index"]), hf_name))
+            else:
+                to_hf[f"{gguf_name}.{suffix}"] = hf_name
         out, supported = {}, set(supported_types())
         for t in self.reader.tensors:
             kind = gguf.GGMLQuantizationType(t.tensor_type).name
@@ -293,6 +359,10 @@ class GGUFFile:
                 raise UnsupportedConfigError(
                     f"{self.path}: tensor {t.name!r} is stored as {kind}, which zoohub cannot dequantize "
                     f"(supported: {', '.join(sorted(supported))}); re-quantize the file to one of these")
+            if t.name in experts:
+                for index, hf_name in experts[t.name]:
+                    out[hf_name] = GGUFTensor(self, t, hf_name, expert=index)
+                continue
             if t.name not in to_hf:
                 raise UnsupportedConfigError(
                     f"{self.path}: tensor {t.name!r} has no place in a {self.arch.model_type} model with this "
