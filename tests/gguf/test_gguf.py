@@ -176,6 +176,33 @@ def test_metadata_that_would_change_the_model_is_refused(gguf_files, tmp_path):
     path = write_gguf(folder, tmp_path / "moe.gguf", Q.F32, metadata={"llama.expert_shared_count": 2})
     with pytest.raises(UnsupportedConfigError, match=r"llama\.expert_shared_count=2 is not one zoohub reads"):
         zoohub.CausalLM.from_preset(str(path))
+    # llama.cpp's Llama 3 RoPE factors, which transformers drops
+    path = write_gguf(folder, tmp_path / "llama3.gguf", Q.F32, extra_tensors={"rope_freqs.weight": np.ones(8, np.float32)})
+    with pytest.raises(UnsupportedConfigError, match=r"'rope_freqs\.weight' has no place in a llama model"):
+        zoohub.CausalLM.from_preset(str(path))
+
+
+def test_tensors_are_dequantized_once_each_when_placed(gguf_files, monkeypatch):
+    """The strict key and shape checks read nothing; then each GGUF tensor is dequantized once, as it is
+    placed (stacked experts included), never all side by side first."""
+    from zoohub.presets import gguf as gguf_module
+    from zoohub.tasks import base
+
+    path, _, _ = gguf_files("qwen3_moe")
+    reads, real_dequantize, real_load = [], gguf_module._dequantize, base.load_params
+    monkeypatch.setattr(gguf_module, "_dequantize", lambda t, where: reads.append(t.name) or real_dequantize(t, where))
+    checked = []
+
+    def load_params(*args, **kwargs):
+        out = real_load(*args, **kwargs)
+        checked.append(list(reads))
+        return out
+
+    monkeypatch.setattr(base, "load_params", load_params)
+    zoohub.CausalLM.from_preset(str(path))
+    assert checked == [[]]
+    names = gguf_module.GGUFFile(path).tensor_names()
+    assert sorted(reads) == sorted(names) and any(n.endswith("_exps.weight") for n in names)
 
 
 @pytest.mark.parametrize("keep", [0.6, 0.999, 0.02])

@@ -115,7 +115,7 @@ def _stack_experts(tensors: dict) -> dict:
 
 
 def write_gguf(folder: Path, path: Path, qtype=Q.F32, *, name: str | None = None, seed: int = 0,
-               metadata: dict | None = None) -> Path:
+               metadata: dict | None = None, extra_tensors: dict | None = None) -> Path:
     """Write the transformers checkpoint in `folder` (config.json, model.safetensors, tokenizer.json)
     as the GGUF file `path`, with matrices stored as `qtype`."""
     config = json.loads((folder / "config.json").read_text())
@@ -199,6 +199,8 @@ def write_gguf(folder: Path, path: Path, qtype=Q.F32, *, name: str | None = None
             writer.add_tensor(f"{gguf_name}.{suffix}", data)
         else:
             writer.add_tensor(f"{gguf_name}.{suffix}", data, raw_dtype=raw)  # shape from the block bytes
+    for name_, data in (extra_tensors or {}).items():
+        writer.add_tensor(name_, data)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
