@@ -110,10 +110,11 @@ PREPROCESSORS = {"bpe": _bpe, "wordpiece": _wordpiece, "byte_bpe": _byte_bpe, "i
 
 # ---- checkpoints -----------------------------------------------------------------------------------
 
-def build(model_type: str, task: str, folder: Path):
+def build(model_type: str, task: str, folder: Path, recipe=None):
     """Write the family's tiny checkpoint for `task` ("backbone" or a head) to `folder`; returns the
-    transformers model (float32, eval mode) and its tokenizer or image processor."""
-    recipe = recipe_of(model_type)
+    transformers model (float32, eval mode) and its tokenizer or image processor. `recipe` replaces
+    the family's own (a variant of the family)."""
+    recipe = recipe or recipe_of(model_type)
     config = getattr(transformers, recipe.config)(**recipe.kwargs)
     torch.manual_seed(recipe.seed)
     with warnings.catch_warnings():

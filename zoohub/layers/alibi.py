@@ -49,9 +49,19 @@ def alibi_bias(slopes: np.ndarray, key_positions, *, scale: float = 1.0, bfloat1
     positions = (positions[None] if positions.ndim == 1 else positions).astype(xp.float32)
     s = xp.asarray(slopes, xp.float32)
     if bfloat16_product:
-        import ml_dtypes
-
-        positions, s = positions.astype(ml_dtypes.bfloat16), s.astype(ml_dtypes.bfloat16)
+        positions, s = round_to_bfloat16(positions), round_to_bfloat16(s)
     bias = s[None, :, None, None] * positions[:, None, None, :]
-    bias = bias.astype(xp.float32)
+    if bfloat16_product:
+        bias = round_to_bfloat16(bias)
     return bias * scale if scale != 1.0 else bias
+
+
+def round_to_bfloat16(x):
+    """Finite float32 values rounded to the nearest bfloat16 (ties to even), still in float32.
+
+    Done on the bits: XLA may drop a float32 -> bfloat16 -> float32 round trip as "excess precision"
+    (it did here on CPU), and then Falcon's bias would be off by up to 2^-9 of its size."""
+    xp = ops().xp
+    bits = x.astype(xp.float32).view(xp.uint32)
+    bits = (bits + xp.uint32(0x7FFF) + ((bits >> 16) & xp.uint32(1))) & xp.uint32(0xFFFF0000)
+    return bits.view(xp.float32)
