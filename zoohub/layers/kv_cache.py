@@ -9,14 +9,25 @@ from zoohub.backend import ops
 
 
 def update_cache(cache, new, index):
-    """cache [B, S, K, H] with new [B, T, K, H] written at time offset `index`; returns the cache."""
+    """cache [B, S, K, H] with new [B, T, K, H] written at time offset `index`; returns the cache.
+
+    `index` is one offset for every row, or [B] offsets, one per row (the serving engine's rows
+    hold sequences of different lengths)."""
     o = ops()
+    per_row = getattr(index, "ndim", 0) == 1
     if o.name == "numpy":
-        cache[:, int(index):int(index) + new.shape[1]] = new
+        t = new.shape[1]
+        for row, start in (enumerate(index) if per_row else [(slice(None), index)]):
+            cache[row, int(start):int(start) + t] = new[row]
         return cache
     from jax import lax
 
     zero = o.xp.zeros((), o.xp.int32)
+    if per_row:
+        import jax
+
+        write = lambda c, n, i: lax.dynamic_update_slice(c, n.astype(c.dtype), (i, zero, zero))  # noqa: E731
+        return jax.vmap(write)(cache, new, o.xp.asarray(index, o.xp.int32))
     return lax.dynamic_update_slice(cache, new.astype(cache.dtype), (zero, o.xp.asarray(index, o.xp.int32), zero, zero))
 
 

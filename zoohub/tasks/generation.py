@@ -60,11 +60,12 @@ class GenerationSettings:
 
 # ---- sampling (backend-generic: xp is numpy or jax.numpy) --------------------------------------
 
-def filter_logits(logits, temperature, top_k, top_p):
+def filter_logits(logits, temperature, top_k, top_p, xp=None):
     """Temperature, then top-k, then top-p (nucleus), in transformers' order; filtered logits are -inf.
 
-    top_k / top_p may be traced values on jax, so both filters always run (k = 0 means V)."""
-    xp = ops().xp
+    top_k / top_p may be traced values on jax, so both filters always run (k = 0 means V).
+    xp: the array module (default: the backend's; the serving engine samples on the host with numpy)."""
+    xp = xp or ops().xp
     logits = logits.astype(xp.float32) / temperature
     vocab = logits.shape[-1]
     ordered = -xp.sort(-logits, axis=-1)                                       # [B, V] descending
@@ -81,23 +82,30 @@ def filter_logits(logits, temperature, top_k, top_p):
     return xp.where(logits < threshold, -xp.inf, logits)
 
 
-def pick_tokens(logits, noise, *, do_sample: bool, temperature=1.0, top_k=0, top_p=1.0):
+def pick_tokens(logits, noise, *, do_sample: bool, temperature=1.0, top_k=0, top_p=1.0, xp=None):
     """argmax for greedy; for sampling, argmax(filtered logits + Gumbel noise) (exact categorical sampling)."""
-    xp = ops().xp
+    xp = xp or ops().xp
     if not do_sample:
         return xp.argmax(logits, axis=-1).astype(xp.int32)
-    return xp.argmax(filter_logits(logits, temperature, top_k, top_p) + noise, axis=-1).astype(xp.int32)
+    return xp.argmax(filter_logits(logits, temperature, top_k, top_p, xp) + noise, axis=-1).astype(xp.int32)
 
 
 # ---- one model step over the cache -------------------------------------------------------------
 
-def model_step(task, params, *, tokens, positions, cache: KVCache):
+def model_step(task, params, *, tokens, positions, cache: KVCache, last=None):
     """Run `tokens` [B, T] at `positions` [B, T] through the model, writing their keys and values at
-    `cache.index`; returns (float32 logits of the last position [B, V], the updated cache)."""
+    `cache.index`; returns (float32 logits of the last position [B, V], the updated cache).
+
+    last: [B] the index in T of the position whose logits to return, where rows end in padding
+    (the serving engine's right-padded prompt chunks); default the final one."""
     family = task.family
     inputs = {"input_ids": tokens, "position_ids": positions}
     hidden, cache = family.forward(params[family.prefix], task.config, inputs, cache=cache)
-    return task.head(params, task.config, hidden[:, -1:], inputs)[:, 0], cache
+    if last is None:
+        hidden = hidden[:, -1:]
+    else:
+        hidden = ops().xp.take_along_axis(hidden, last.astype("int32")[:, None, None], axis=1)
+    return task.head(params, task.config, hidden, inputs)[:, 0], cache
 
 
 def new_cache(task, params, prompt_mask, total: int):
@@ -167,30 +175,54 @@ def trim_row(tokens: Sequence[int], stop_token_ids: Sequence[int]) -> list[int]:
     return out
 
 
+class TextStream:
+    """Text pieces of one row as its tokens arrive. A piece is held back while it might be the start
+    of a stop string or while it ends in an incomplete character, so nothing past a stop is ever shown.
+
+    `feed(tokens)` returns the new text ('' when none) and sets `finished` at a stop token or string;
+    `flush()` returns what was held back once no more tokens come. `tokens` are those kept (before
+    any stop token), `text` the text shown so far."""
+
+    def __init__(self, decode: Callable[[list[int]], str], stop: Sequence[str], stop_token_ids: Sequence[int]):
+        self.decode, self.stop, self.stop_token_ids = decode, stop, stop_token_ids
+        self.tokens: list[int] = []
+        self.text = ""
+        self.finished = False
+        self.hold = max((len(x) for x in stop), default=1) - 1
+
+    def _show(self, ready: str) -> str:
+        if len(ready) > len(self.text) and ready.startswith(self.text):
+            piece, self.text = ready[len(self.text):], ready
+            return piece
+        return ""
+
+    def feed(self, new: Sequence[int]) -> str:
+        for t in new:
+            if t in self.stop_token_ids:
+                self.finished = True
+                break
+            self.tokens.append(int(t))
+        text, hit = cut_at_stop(self.decode(self.tokens), self.stop)
+        self.finished = self.finished or hit
+        ready = text if self.finished else text[:max(len(self.text), len(text) - self.hold)]
+        if not self.finished and ready.endswith("\ufffd"):
+            ready = self.text
+        return self._show(ready)
+
+    def flush(self) -> str:
+        return self._show(cut_at_stop(self.decode(self.tokens), self.stop)[0])
+
+
 def stream_text(step_tokens: Iterator[list[int]], decode: Callable[[list[int]], str], stop: Sequence[str],
                 stop_token_ids: Sequence[int]) -> Iterator[str]:
-    """Text pieces as tokens arrive (one row). A piece is held back while it might be the start of a
-    stop string or while it ends in an incomplete character, so nothing past a stop is ever shown."""
-    tokens: list[int] = []
-    shown = ""
-    hold = max((len(x) for x in stop), default=1) - 1
+    """Text pieces as tokens arrive (one row), held back as `TextStream` says."""
+    stream = TextStream(decode, stop, stop_token_ids)
     for new in step_tokens:
-        finished = False
-        for t in new:
-            if t in stop_token_ids:
-                finished = True
-                break
-            tokens.append(int(t))
-        text, hit = cut_at_stop(decode(tokens), stop)
-        finished = finished or hit
-        ready = text if finished else text[:max(len(shown), len(text) - hold)]
-        if not finished and ready.endswith("\ufffd"):
-            ready = shown
-        if len(ready) > len(shown) and ready.startswith(shown):
-            yield ready[len(shown):]
-            shown = ready
-        if finished:
+        piece = stream.feed(new)
+        if piece:
+            yield piece
+        if stream.finished:
             return
-    text, _ = cut_at_stop(decode(tokens), stop)
-    if len(text) > len(shown) and text.startswith(shown):
-        yield text[len(shown):]
+    piece = stream.flush()
+    if piece:
+        yield piece
