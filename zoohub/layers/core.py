@@ -98,6 +98,7 @@ _HF_ACTIVATION_NAMES = {
     "gelu_new": "gelu_tanh",
     "gelu_pytorch_tanh": "gelu_tanh",
     "gelu_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",  # FastGELUActivation: the same tanh formula, factored
     "relu": "relu",
     "silu": "silu",
     "swish": "silu",
