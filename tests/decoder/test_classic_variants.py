@@ -82,3 +82,21 @@ def test_variant_matches_transformers(variant, tmp_path):
                                                               attn_implementation="eager").float().eval()
     ids, mask, pos = left_padded_batch(seed=4)
     assert np.abs(_torch_logits(saved, ids, mask, pos) - _torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-6
+
+
+@pytest.mark.parametrize("model_type,key,value,match", [
+    ("opt", "layerdrop", 0.1, "layerdrop=0.1"),
+    ("opt", "layer_norm_elementwise_affine", False, "layer_norm_elementwise_affine=False"),
+    ("falcon", "num_ln_in_parallel_attn", 2, "needs new_decoder_architecture"),
+    ("falcon", "rope_parameters", {"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0}, "rope_parameters="),
+    ("bloom", "num_attention_heads", 4, "n_head=3 and its alias num_attention_heads=4 disagree"),
+    ("gpt_bigcode", "add_cross_attention", True, "add_cross_attention=True"),
+])
+def test_config_values_zoohub_does_not_compute_are_refused_by_name(model_type, key, value, match):
+    from zoohub.errors import UnsupportedConfigError
+
+    family = get_family(model_type)
+    kwargs = dict(family.recipe.kwargs)
+    family.config_class.from_hf(kwargs)
+    with pytest.raises(UnsupportedConfigError, match=match):
+        family.config_class.from_hf({**kwargs, key: value})
