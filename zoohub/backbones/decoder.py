@@ -117,6 +117,42 @@ class DecoderConfig(ModelConfig):
         `partial_rotary_factor`); a family that implements partial rotary overrides this."""
         return self.dim_per_head
 
+    def partial_rotary_dim(self, kind: str, legacy: float | None, default: float) -> int:
+        """`rotary_dim` for a family that implements partial rotary, in transformers' order: the rope
+        dict's `partial_rotary_factor`, then the family's top-level 4.x key (`legacy`: Phi's and StableLM's
+        `partial_rotary_factor`, NeoX's `rotary_pct`), then the family's default."""
+        factor = (self.rope(kind)[1] or {}).get("partial_rotary_factor", legacy)
+        return int(self.dim_per_head * (default if factor is None else factor))
+
+
+class GPT2Names:
+    """The names shared code reads (layers, heads, head width, positions) for configs that keep GPT-2's
+    keys n_embd, n_head, n_layer, n_positions (GPT-2, GPT-J): a mixin before `ModelConfig`."""
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.n_layer
+
+    @property
+    def hidden_size(self) -> int:
+        return self.n_embd
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head
+
+    @property
+    def dim_per_head(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def max_position_embeddings(self) -> int:
+        return self.n_positions
+
 
 # ---- the KV cache, positions and masks ------------------------------------------------------------
 
@@ -130,7 +166,7 @@ class KVCache(NamedTuple):
     v: Any              # [L, B, S, K, H]
     positions: Any      # [B, S] int32: the position of the token each slot holds (or will hold)
     real: Any           # [B, S] int32: 1 where that token is real, 0 for padding
-    index: Any = 0      # write offset of this call (int, or a traced int32 on jax), or [B] offsets, one per row
+    index: Any = 0      # write offset of this call (int, or a traced int32 on jax)
 
 
 def default_positions(mask):
@@ -156,8 +192,7 @@ def prepare(inputs: Mapping, cache: KVCache | None = None):
     if cache is None:
         return ids, positions, positions, (mask != 0)[:, None, None, :]
     slots = xp.arange(cache.real.shape[1])[None, :]
-    index = cache.index[:, None] if getattr(cache.index, "ndim", 0) == 1 else cache.index  # per-row offsets
-    written = slots < index + ids.shape[1]
+    written = slots < cache.index + ids.shape[1]
     return ids, positions, cache.positions, ((cache.real != 0) & written)[:, None, None, :]
 
 

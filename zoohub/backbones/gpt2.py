@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoohub.backbones.base import Family, ModelConfig, TinyRecipe
-from zoohub.backbones.decoder import KVCache, causal_lm_head, layer_key, prepare, run_layers
+from zoohub.backbones.decoder import GPT2Names, KVCache, causal_lm_head, layer_key, prepare, run_layers
 from zoohub.backend import ops
 from zoohub.layers import KeyStream, activation, attention, causal_mask, dense_mlp, dropout, embedding, layer_norm, linear
 from zoohub.layers.kv_cache import update_cache
 
 
 @dataclass(frozen=True, kw_only=True)
-class GPT2Config(ModelConfig):
+class GPT2Config(GPT2Names, ModelConfig):
     """GPT-2 hyperparameters (transformers' names: n_embd, n_layer, n_head, n_positions).
 
     >>> config = GPT2Config.from_hf({"vocab_size": 97, "n_embd": 48, "n_head": 3, "n_ctx": 1024})
@@ -53,23 +53,6 @@ class GPT2Config(ModelConfig):
     def __post_init__(self):
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by {self.n_head} heads")
-
-    # names the generation code reads for every family
-    @property
-    def num_hidden_layers(self) -> int:
-        return self.n_layer
-
-    @property
-    def kv_heads(self) -> int:
-        return self.n_head
-
-    @property
-    def dim_per_head(self) -> int:
-        return self.n_embd // self.n_head
-
-    @property
-    def max_position_embeddings(self) -> int:
-        return self.n_positions
 
 
 def _scales(c: GPT2Config) -> np.ndarray:

@@ -90,9 +90,7 @@ class GPTNeoXConfig(DecoderConfig):
         return theta, scaling
 
     def rotary_dim(self, kind: str = "full_attention") -> int:
-        # transformers' order: the rope dict's factor, then `rotary_pct`, then the class default
-        factor = (self.rope(kind)[1] or {}).get("partial_rotary_factor", self.rotary_pct)
-        return int(self.dim_per_head * (self.DEFAULT_PARTIAL_ROTARY_FACTOR if factor is None else factor))
+        return self.partial_rotary_dim(kind, self.rotary_pct, self.DEFAULT_PARTIAL_ROTARY_FACTOR)
 
 
 def _block(c: GPTNeoXConfig, ctx: dict, rng):

@@ -22,7 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from zoohub.backbones.base import Family, ModelConfig, TinyRecipe
-from zoohub.backbones.decoder import KVCache, causal_lm_head, layer_key, prepare, run_layers, self_attention
+from zoohub.backbones.decoder import GPT2Names, KVCache, causal_lm_head, layer_key, prepare, run_layers, self_attention
 from zoohub.layers import (
     KeyStream, activation, causal_mask, dense_mlp, dropout, embedding, layer_norm, rope_cos_sin, rope_frequencies,
 )
@@ -31,7 +31,7 @@ ROPE_BASE = 10000.0  # fixed in transformers' GPT-J (`create_sinusoidal_position
 
 
 @dataclass(frozen=True, kw_only=True)
-class GPTJConfig(ModelConfig):
+class GPTJConfig(GPT2Names, ModelConfig):
     """GPT-J hyperparameters (transformers' names: n_embd, n_layer, n_head, n_positions).
 
     GPT-J-6B's config.json:
@@ -72,31 +72,6 @@ class GPTJConfig(ModelConfig):
             raise ValueError(f"n_embd {self.n_embd} is not divisible by {self.n_head} heads")
         if not 0 < self.rotary_dim <= self.dim_per_head or self.rotary_dim % 2:
             raise ValueError(f"rotary_dim {self.rotary_dim} must be even and in (0, {self.dim_per_head}]")
-
-    # names the shared attention and the generation code read for every family
-    @property
-    def num_hidden_layers(self) -> int:
-        return self.n_layer
-
-    @property
-    def hidden_size(self) -> int:
-        return self.n_embd
-
-    @property
-    def num_attention_heads(self) -> int:
-        return self.n_head
-
-    @property
-    def kv_heads(self) -> int:
-        return self.n_head
-
-    @property
-    def dim_per_head(self) -> int:
-        return self.n_embd // self.n_head
-
-    @property
-    def max_position_embeddings(self) -> int:
-        return self.n_positions
 
 
 def forward(params, config: GPTJConfig, inputs, *, rng=None, cache: KVCache | None = None):

@@ -68,9 +68,7 @@ class PhiConfig(DecoderConfig):
         return ["full_attention"] * self.num_hidden_layers
 
     def rotary_dim(self, kind: str = "full_attention") -> int:
-        # transformers' order: the rope dict's factor, then the top-level key, then the class default
-        factor = (self.rope(kind)[1] or {}).get("partial_rotary_factor", self.partial_rotary_factor)
-        return int(self.dim_per_head * (self.DEFAULT_PARTIAL_ROTARY_FACTOR if factor is None else factor))
+        return self.partial_rotary_dim(kind, self.partial_rotary_factor, self.DEFAULT_PARTIAL_ROTARY_FACTOR)
 
 
 def _attention_params(p, qk_layernorm: bool) -> dict:
