@@ -36,6 +36,12 @@ FAMILIES = {
                   sliding_window=None, original_max_position_embeddings=None), "spm", Q.Q8_0),
     "starcoder2": (dict(_GGUF_SIZES, sliding_window=None, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
                    "byte", Q.Q4_0),
+    "stablelm": (dict(_GGUF_SIZES, qk_layernorm=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                                       "partial_rotary_factor": 0.25}), "byte", Q.Q4_1),
+    # transformers reads no Falcon width or epsilon from GGUF: 4 x width and 1e-5
+    "falcon": (dict(hidden_size=64, num_attention_heads=4, ffn_hidden_size=None, layer_norm_epsilon=1e-5,
+                    tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+               "byte", Q.Q5_0),
     "bloom": (dict(hidden_size=64, n_head=4, apply_residual_connection_post_layernorm=None), "byte", Q.Q8_0),
     # transformers' GGUF loader reads no expert widths: they stay at Qwen3-MoE's / Qwen2-MoE's defaults
     "qwen3_moe": (dict(_GGUF_SIZES, moe_intermediate_size=None, use_sliding_window=None, sliding_window=None),

@@ -29,7 +29,8 @@ ARCHS = {
     "gemma2": ("gemma2", "llama", None), "gemma3_text": ("gemma3", "llama", None),
     "gpt2": ("gpt2", "gpt2", "gpt-2"), "phi3": ("phi3", "llama", None), "starcoder2": ("starcoder2", "gpt2", "starcoder"),
     "bloom": ("bloom", "gpt2", "bloom"), "qwen3_moe": ("qwen3moe", "gpt2", "qwen2"),
-    "qwen2_moe": ("qwen2moe", "gpt2", "qwen2"),
+    "qwen2_moe": ("qwen2moe", "gpt2", "qwen2"), "stablelm": ("stablelm", "gpt2", "stablelm2"),
+    "falcon": ("falcon", "gpt2", "falcon"),
 }
 
 # The K-quants' super-blocks of 256 (ggml-common.h): bytes per block, byte offsets of the float16 scales
@@ -138,6 +139,16 @@ def write_gguf(folder: Path, path: Path, qtype=Q.F32, *, name: str | None = None
         writer.add_block_count(n_layers)
         writer.add_head_count(heads)
         writer.add_layer_norm_eps(config["layer_norm_epsilon"])
+    elif model_type == "falcon":
+        heads = config["num_attention_heads"]
+        writer.add_context_length(config["max_position_embeddings"])
+        writer.add_embedding_length(config["hidden_size"])
+        writer.add_feed_forward_length(config.get("ffn_hidden_size") or 4 * config["hidden_size"])
+        writer.add_block_count(n_layers)
+        writer.add_head_count(heads)
+        writer.add_head_count_kv(1)
+        writer.add_layer_norm_eps(config["layer_norm_epsilon"])
+        writer.add_rope_freq_base((config.get("rope_parameters") or {}).get("rope_theta", 10000.0))
     else:
         heads, kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
         head_dim = config.get("head_dim") or config["hidden_size"] // heads
@@ -148,14 +159,16 @@ def write_gguf(folder: Path, path: Path, qtype=Q.F32, *, name: str | None = None
         writer.add_block_count(n_layers)
         writer.add_head_count(heads)
         writer.add_head_count_kv(kv)
-        if model_type == "starcoder2":
-            writer.add_layer_norm_eps(config["norm_epsilon"])
+        if model_type in ("starcoder2", "stablelm"):
+            writer.add_layer_norm_eps(config.get("norm_epsilon") or config["layer_norm_eps"])
         else:
             writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
         writer.add_rope_freq_base(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
         writer.add_vocab_size(config["vocab_size"])
         if arch in ("llama", "phi3"):
             writer.add_rope_dimension_count(head_dim)
+        if arch == "stablelm":
+            writer.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 0.25)))
         if arch in ("gemma2", "gemma3", "qwen3", "qwen3moe"):
             writer.add_key_length(head_dim)
             writer.add_value_length(head_dim)

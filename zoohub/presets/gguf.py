@@ -70,6 +70,8 @@ class Arch:
     """`{arch}.<key>` read only at values that change nothing -> (those values, why others are refused)."""
     ignored: frozenset = frozenset()
     """`{arch}.<key>` llama.cpp writes that this model has no use for."""
+    derive: str | None = None
+    """A name in `DERIVED`: config keys a GGUF states only through which tensors it holds."""
     tied: bool | None = None
     """The head is the embedding table whatever the file holds (transformers' rule for BLOOM); None: tied
     when the file has no `output.weight`."""
@@ -115,6 +117,16 @@ ARCHITECTURES: dict[str, Arch] = {
                                    "expert_feed_forward_length": "moe_intermediate_size",
                                    "expert_shared_feed_forward_length": "shared_expert_intermediate_size"},
                      fixes=("shared_gate_2d",), refused=_ROPE_SCALING),
+    # StableLM: biases and the (non-)parallel residual are read off the tensors, as transformers does.
+    "stablelm": Arch("stablelm", {**_DECODER, "attention.layer_norm_epsilon": "layer_norm_eps"}, derive="stablelm",
+                     refused=_ROPE_SCALING),
+    # Falcon: Falcon-7B's layout (one kv head, parallel attention, tied head). llama.cpp regroups the fused
+    # q/k/v of the new decoder architecture, which transformers' loader does not undo: those are refused.
+    "falcon": Arch("falcon", {"context_length": "max_position_embeddings", "block_count": "num_hidden_layers",
+                              "feed_forward_length": "ffn_hidden_size", "embedding_length": "hidden_size",
+                              "attention.head_count": "num_attention_heads", "rope.freq_base": "rope_theta",
+                              "attention.layer_norm_epsilon": "layer_norm_epsilon", "vocab_size": "vocab_size"},
+                   derive="falcon", tied=True, ignored=frozenset({"attention.head_count_kv"}), refused=_ROPE_SCALING),
     # GPT-2's Conv1D weights are stored [out, in] in GGUF.
     "gpt2": Arch("gpt2", {"context_length": "n_positions", "embedding_length": "n_embd", "block_count": "n_layer",
                           "feed_forward_length": "n_inner", "attention.head_count": "n_head",
@@ -180,6 +192,31 @@ def _bloom_qkv(name: str, w: np.ndarray, config: Mapping) -> np.ndarray:
 def _shared_gate_2d(name: str, w: np.ndarray, config: Mapping) -> np.ndarray:
     return w.reshape(1, -1) if "ffn_gate_inp_shexp" in name else w  # stored [D]; transformers' Linear is [1, D]
 
+
+def _stablelm_flags(file: "GGUFFile", out: dict) -> None:
+    names = file.tensor_names()
+    out["use_qkv_bias"] = any(n.endswith(("attn_q.bias", "attn_k.bias", "attn_v.bias")) for n in names)
+    out["use_parallel_residual"] = not any(".ffn_norm." in n for n in names)
+    if any(".attn_q_norm." in n for n in names):
+        raise UnsupportedConfigError(f"{file.path}: per-head q/k LayerNorms (attn_q_norm) in a StableLM GGUF are "
+                                     "not read (transformers' GGUF loader cannot place them either)")
+    # the rotary width: transformers keeps StableLM's default quarter of each head
+    width = file.field("stablelm.rope.dimension_count")
+    head_dim = out["hidden_size"] // out["num_attention_heads"]
+    if width is not None and width != int(head_dim * 0.25):
+        raise UnsupportedConfigError(f"{file.path}: stablelm.rope.dimension_count={width}, but only a rotary "
+                                     f"quarter of each head ({int(head_dim * 0.25)}) is read from GGUF")
+
+
+def _falcon_layout(file: "GGUFFile", out: dict) -> None:
+    kv = file.field("falcon.attention.head_count_kv", 1)
+    if kv != 1:
+        raise UnsupportedConfigError(f"{file.path}: falcon.attention.head_count_kv={kv}: only Falcon-7B's layout (one "
+                                     "kv head) loads from GGUF; llama.cpp regroups the new decoder architecture's q/k/v")
+    out.update(multi_query=True, new_decoder_architecture=False, parallel_attn=True, bias=False, alibi=False)
+
+
+DERIVED = {"stablelm": _stablelm_flags, "falcon": _falcon_layout}
 
 FIXES = {"unpermute_qk": _unpermute_qk, "norm_minus_one": _norm_minus_one, "transpose_conv1d": _transpose_conv1d,
          "bloom_qkv": _bloom_qkv, "shared_gate_2d": _shared_gate_2d}
@@ -295,6 +332,8 @@ class GGUFFile:
             theta = out.pop("rope_theta")
             out["rope_parameters"] = {"full_attention": {"rope_type": "default", "rope_theta": theta},
                                       "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}
+        if arch.derive is not None:
+            DERIVED[arch.derive](self, out)
         tokens = self.field("tokenizer.ggml.tokens")
         if "vocab_size" not in out and tokens is not None:
             out["vocab_size"] = len(tokens)
