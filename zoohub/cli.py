@@ -407,6 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("handle", help="hf://owner/repo[@branch], local://owner/name, file:///path or a folder")
     p.add_argument("--private", action="store_true", help="create the hub repo as private (hf:// only)")
     p.add_argument("--message", help="commit message; default: 'Upload NAME with zoohub'")
+    p = add("serve", lambda args: importlib.import_module("zoohub.serve").run(args),
+            "serve presets over an OpenAI-compatible HTTP API with a web page (needs zoohub[serve])")
+    p.add_argument("preset", nargs="?", help="a causal LM or embedder preset: registry name, handle or folder")
+    p.add_argument("--preset", dest="presets", action="append", help="another preset to serve (repeatable)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; another than loopback needs --api-key")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--api-key", help="clients must send 'Authorization: Bearer KEY'")
+    p.add_argument("--insecure-no-auth", action="store_true", help="allow a non-loopback --host without --api-key")
+    p.add_argument("--slots", type=int, help="requests decoded together; default: from the model and free memory")
+    p.add_argument("--context", type=int, help="tokens per slot (prompt + completion); default: the model's, <= 2048")
+    p.add_argument("--prefill-chunk", type=int, default=64, help="prompt tokens prefilled between decode steps")
+    p.add_argument("--max-queue", type=int, help="requests waiting for a slot before 503; default: 8 per slot")
     p = add("cache", cmd_cache, "list or clear downloaded files")
     p.add_argument("action", choices=["list", "clear"], help="list the cached presets, or delete them")
     return parser
