@@ -65,3 +65,33 @@ def test_attention_with_sinks_matches_gpt_oss_eager(backend):
         plain = attention(*(xp.asarray(a) for a in (q, key, v)), scale=h ** -0.5, mask=xp.asarray(mask))
     np.testing.assert_allclose(np.asarray(ours), ref.numpy(), atol=1e-6)
     assert np.abs(np.asarray(plain) - ref.numpy()).max() > 1e-2  # the sinks do take probability mass
+
+
+@pytest.mark.parametrize("backend,strategy", [("numpy", None), ("jax", "gather"), ("jax", "grouped")])
+def test_clamped_swiglu_experts_match_gpt_oss_experts(backend, strategy):
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts
+
+    from zoohub.layers.moe import Router, clamped_swiglu_experts, experts_forward, route
+
+    config = transformers.GptOssConfig(hidden_size=12, intermediate_size=10, num_local_experts=5, swiglu_alpha=1.3,
+                                       swiglu_limit=1.5)
+    torch.manual_seed(0)
+    ref = GptOssExperts(config)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_(0, 0.6)  # biases too, and large enough that both clamps bite
+    rng = np.random.default_rng(1)
+    x, logits = rng.normal(size=(9, 12)).astype(np.float32), rng.normal(size=(9, 5)).astype(np.float32)
+    router = Router(num_experts=5, top_k=2, order="topk_then_softmax")
+    experts = {name: p.detach().numpy() for name, p in ref.named_parameters()}
+    with using(backend):
+        xp = ops().xp
+        weights, indices = route(router, xp.asarray(logits))
+        ours = experts_forward(xp.asarray(x), weights, indices, {k: xp.asarray(v) for k, v in experts.items()},
+                               mlp=clamped_swiglu_experts(alpha=1.3, limit=1.5), strategy=strategy)
+        with torch.no_grad():
+            expected = ref(torch.from_numpy(x), torch.from_numpy(np.asarray(indices).astype(np.int64)),
+                           torch.from_numpy(np.array(weights))).numpy()
+    np.testing.assert_allclose(np.asarray(ours), expected, atol=1e-5)
+    gate_up = x @ experts["gate_up_proj"][0] + experts["gate_up_proj_bias"][0]
+    assert (gate_up[:, ::2] > 1.5).any() and (np.abs(gate_up[:, 1::2]) > 1.5).any()  # the clamps were reached

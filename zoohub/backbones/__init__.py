@@ -46,6 +46,7 @@ FAMILY_MODULES: dict[str, str] = {
     "qwen2_moe": "zoohub.backbones.moe_decoders",
     "qwen3_moe": "zoohub.backbones.moe_decoders",
     "olmoe": "zoohub.backbones.moe_decoders",
+    "gpt_oss": "zoohub.backbones.gpt_oss",
     "vit": "zoohub.backbones.vit",
 }
 

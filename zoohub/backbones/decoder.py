@@ -235,8 +235,9 @@ def select(is_sliding, table: dict):
 
 def self_attention(p: Mapping, x, *, config: DecoderConfig, rope, mask, scale: float, kv=None, index=None,
                    qk_norm: Callable | None = None, softcap: float | None = None, projections: tuple | None = None,
-                   interleaved: bool = False):
-    """q/k/v/o projections (torch names), optional per-head q/k norms, RoPE, GQA attention.
+                   interleaved: bool = False, sinks=None):
+    """q/k/v/o projections (torch names), optional per-head q/k norms, RoPE, GQA attention (with
+    gpt-oss's per-head attention `sinks` [N] when given).
 
     kv: (k_cache, v_cache) [B, S, K, H] for this layer; the new keys are written at `index`.
     projections: (q [B, T, N*H], k, v [B, T, K*H]) already computed (a fused `qkv_proj`), else from
@@ -254,7 +255,7 @@ def self_attention(p: Mapping, x, *, config: DecoderConfig, rope, mask, scale: f
     if kv is not None:
         kv = (update_cache(kv[0], k, index), update_cache(kv[1], v, index))
         k, v = kv
-    out = attention(q, k, v, scale=scale, mask=mask, softcap=softcap)
+    out = attention(q, k, v, scale=scale, mask=mask, softcap=softcap, sinks=sinks)
     return linear(p["o_proj"], out.reshape(b, t, n * h)), kv
 
 

@@ -183,6 +183,19 @@ def swiglu_experts(act: Callable, *, gate: str = "gate_proj", up: str = "up_proj
     return mlp
 
 
+def clamped_swiglu_experts(*, alpha: float, limit: float, gate_up: str = "gate_up_proj", down: str = "down_proj"):
+    """gpt-oss' expert for `moe.experts_forward` over fused [in, out] tensors with `_bias` companions:
+    gate, up = even and odd columns of `gate_up`; gate <= limit, |up| <= limit;
+    down((up + 1) * gate * sigmoid(alpha * gate))."""
+    def mlp(p, h, matmul):
+        xp = ops().xp
+        both = matmul(p[gate_up], h, p.get(gate_up + "_bias"), layout="in_out")
+        gate, up = xp.minimum(both[..., ::2], limit), xp.clip(both[..., 1::2], -limit, limit)
+        glu = gate / (1.0 + xp.exp(-alpha * gate))
+        return matmul(p[down], (up + 1) * glu, p.get(down + "_bias"), layout="in_out")
+    return mlp
+
+
 def _tree_map(fn, tree):
     if isinstance(tree, Mapping):
         return {k: _tree_map(fn, v) for k, v in tree.items()}
@@ -331,5 +344,5 @@ def experts_forward(x, weights, indices, experts: Mapping, *, mlp: MLP, shared: 
     return out if shared is None else out + shared(x)
 
 
-__all__ = ["Router", "route", "load_balancing_loss", "experts_forward", "swiglu_experts", "pick_strategy",
-           "block_rows", "STRATEGIES"]
+__all__ = ["Router", "route", "load_balancing_loss", "experts_forward", "swiglu_experts", "clamped_swiglu_experts",
+           "pick_strategy", "block_rows", "STRATEGIES"]
