@@ -43,26 +43,27 @@ class LayerStack:
         return out if dtype is None else out.astype(dtype)
 
 
-def _layer_pattern(path: str) -> re.Pattern:
-    return re.compile(re.escape(path) + r"\.(\d+)\.(.+)$")
+def _stack(flat: Mapping[str, np.ndarray], pattern: re.Pattern, what: str) -> dict:
+    """Tensors whose names match `pattern` (groups: head, index, tail) -> one `head.tail` LayerStack each."""
+    out, groups = {}, {}
+    for name, value in flat.items():
+        match = pattern.match(name)
+        if match is None:
+            out[name] = value
+        else:
+            groups.setdefault(f"{match.group(1)}.{match.group(3)}", {})[int(match.group(2))] = value
+    for name, parts in groups.items():
+        if sorted(parts) != list(range(len(parts))):
+            raise ValueError(f"{name}: {what} {sorted(parts)} are not numbered 0..{len(parts) - 1}")
+        out[name] = LayerStack([parts[i] for i in range(len(parts))])
+    return out
 
 
 def stack_layers(flat: Mapping[str, np.ndarray], path: str | None) -> dict:
     """`path.{i}.name` tensors -> one `path.name` LayerStack each; other tensors unchanged."""
     if path is None:
         return dict(flat)
-    pattern, out, groups = _layer_pattern(path), {}, {}
-    for name, value in flat.items():
-        match = pattern.match(name)
-        if match is None:
-            out[name] = value
-        else:
-            groups.setdefault(f"{path}.{match.group(2)}", {})[int(match.group(1))] = value
-    for name, by_layer in groups.items():
-        if sorted(by_layer) != list(range(len(by_layer))):
-            raise ValueError(f"{name}: layers {sorted(by_layer)} are not numbered 0..{len(by_layer) - 1}")
-        out[name] = LayerStack([by_layer[i] for i in range(len(by_layer))])
-    return out
+    return _stack(flat, re.compile("(" + re.escape(path) + r")\.(\d+)\.(.+)$"), "layers")
 
 
 def is_stacked(name: str, path: str | None) -> bool:
@@ -92,20 +93,7 @@ def _experts_pattern(experts: str) -> re.Pattern:
 
 def stack_experts(flat: Mapping[str, np.ndarray], experts: str | None) -> dict:
     """`....{experts}.{e}.name` tensors -> one `....{experts}.name` LayerStack [E, ...] each."""
-    if experts is None:
-        return dict(flat)
-    pattern, out, groups = _experts_pattern(experts), {}, {}
-    for name, value in flat.items():
-        match = pattern.match(name)
-        if match is None:
-            out[name] = value
-        else:
-            groups.setdefault(f"{match.group(1)}.{match.group(3)}", {})[int(match.group(2))] = value
-    for name, by_expert in groups.items():
-        if sorted(by_expert) != list(range(len(by_expert))):
-            raise ValueError(f"{name}: experts {sorted(by_expert)} are not numbered 0..{len(by_expert) - 1}")
-        out[name] = LayerStack([by_expert[i] for i in range(len(by_expert))])
-    return out
+    return dict(flat) if experts is None else _stack(flat, _experts_pattern(experts), "experts")
 
 
 def unstack_experts(flat: Mapping[str, np.ndarray], experts: str | None) -> dict:

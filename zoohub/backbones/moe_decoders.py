@@ -52,13 +52,25 @@ _ALL_SPARSE = {
 }
 
 
+@dataclass(frozen=True, kw_only=True)
 class MoEConfig:
-    """What the MoE configs share (a mixin over their dataclass fields). transformers aliases the
+    """The fields the MoE configs share (mixed in before a decoder config). transformers aliases the
     expert count (`num_experts` <-> `num_local_experts`) and 5.x writes one or the other per family,
     so both are fields and `num_routed_experts` reads whichever the file has."""
 
     DEFAULT_EXPERTS: ClassVar[int] = 8
     ALWAYS_NORMALISE: ClassVar[bool] = False  # Mixtral renormalises the chosen weights whatever the config
+
+    num_experts: int | None = None
+    num_local_experts: int | None = None
+    num_experts_per_tok: int = 2             # k
+    output_router_logits: bool = False       # transformers adds the aux loss to its loss only when true
+    router_aux_loss_coef: float = 0.001
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.num_experts_per_tok <= self.num_routed_experts:
+            raise ValueError(f"num_experts_per_tok={self.num_experts_per_tok} of {self.num_routed_experts} experts")
 
     @property
     def num_routed_experts(self) -> int:
@@ -72,10 +84,6 @@ class MoEConfig:
     def expert_width(self) -> int:
         return getattr(self, "moe_intermediate_size", None) or self.intermediate_size
 
-    def check_moe(self) -> None:
-        if not 0 < self.num_experts_per_tok <= self.num_routed_experts:
-            raise ValueError(f"num_experts_per_tok={self.num_experts_per_tok} of {self.num_routed_experts} experts")
-
 
 @dataclass(frozen=True, kw_only=True)
 class MixtralConfig(MoEConfig, MistralConfig):
@@ -86,16 +94,7 @@ class MixtralConfig(MoEConfig, MistralConfig):
     ALWAYS_NORMALISE = True
     rms_norm_eps: float = 1e-5
     sliding_window: int | None = None
-    num_local_experts: int | None = None
-    num_experts: int | None = None
-    num_experts_per_tok: int = 2
-    output_router_logits: bool = False
-    router_aux_loss_coef: float = 0.001
     router_jitter_noise: float = 0.0
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.check_moe()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,18 +105,10 @@ class Qwen2MoeConfig(MoEConfig, Qwen2Config):
     CHECKS = _ALL_SPARSE
     DEFAULT_EXPERTS = 60
     qkv_bias: bool = True
-    num_experts: int | None = None
-    num_local_experts: int | None = None
     num_experts_per_tok: int = 4
     moe_intermediate_size: int = 1408
     shared_expert_intermediate_size: int = 5632
     norm_topk_prob: bool = False
-    output_router_logits: bool = False
-    router_aux_loss_coef: float = 0.001
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.check_moe()
 
     def attention_kinds(self) -> list[str]:
         if self.layer_types is not None:
@@ -135,17 +126,9 @@ class Qwen3MoeConfig(MoEConfig, Qwen3Config):
     MODEL_TYPE = "qwen3_moe"
     CHECKS = _ALL_SPARSE
     DEFAULT_EXPERTS = 128
-    num_experts: int | None = None
-    num_local_experts: int | None = None
     num_experts_per_tok: int = 8
     moe_intermediate_size: int = 768
     norm_topk_prob: bool = False
-    output_router_logits: bool = False
-    router_aux_loss_coef: float = 0.001
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.check_moe()
 
     def attention_kinds(self) -> list[str]:
         # transformers' Qwen3-MoE slides on every layer when use_sliding_window, on none otherwise
@@ -162,16 +145,9 @@ class OlmoeConfig(MoEConfig, LlamaConfig):
     DEFAULT_EXPERTS = 64
     rms_norm_eps: float = 1e-5
     max_position_embeddings: int = 4096
-    num_experts: int | None = None
-    num_local_experts: int | None = None
     num_experts_per_tok: int = 8
     norm_topk_prob: bool = False
-    output_router_logits: bool = False
     router_aux_loss_coef: float = 0.01
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.check_moe()
 
 
 # ---- the forward pass ----------------------------------------------------------------------------
