@@ -27,12 +27,14 @@ _EXPORTS = {
     "get_backend": "zoohub.backend",
 }
 
-__all__ = sorted(_EXPORTS) + ["errors", "__version__"]
+__all__ = sorted(_EXPORTS) + ["errors", "distributed", "__version__"]
 
 
 def __getattr__(name: str):
     if name == "errors":
         return importlib.import_module("zoohub.errors")
+    if name == "distributed":
+        return importlib.import_module("zoohub.backend.distributed")
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'zoohub' has no attribute {name!r}")

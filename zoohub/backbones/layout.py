@@ -129,6 +129,47 @@ def tensor_spec(family: Family, name: str, stacked: bool) -> tuple | None:
     return None
 
 
+SHARDINGS = ("tensor", "fsdp")
+"""How params lie on a mesh. "tensor": the family's tensor-parallel rules over the `model` axis, one copy
+per `data` row. "fsdp" (fully sharded data parallel): as "tensor", and each tensor's largest dimension
+the rules leave whole is split over the `data` axis too, so every device holds 1/(data x model) of it;
+XLA all-gathers weights for the forward and reduce-scatters gradients, from the shardings alone."""
+
+
+def fsdp_spec(spec: tuple | None, shape: tuple, mesh_shape: Mapping[str, int], stacked: bool) -> tuple | None:
+    """`spec` with the "data" axis on the largest dimension it leaves unsplit that the data size divides
+    (never the stacked layer axis, which `lax.scan` slices). A rule's axis that does not divide its
+    dimension is dropped first (a 97-row vocabulary over model=2), so the rest still shards.
+
+    >>> fsdp_spec(("model", None), (96, 48), {"data": 2, "model": 4}, stacked=False)
+    ('model', 'data')
+    >>> fsdp_spec((None, "model", None), (3, 96, 48), {"data": 2, "model": 4}, stacked=True)
+    (None, 'model', 'data')
+    >>> fsdp_spec(("model", None), (97, 48), {"data": 4, "model": 2}, False), fsdp_spec(None, (7,), {"data": 2}, False)
+    ((None, 'data'), None)
+    """
+    axes = [a if a is not None and dim % mesh_shape[a] == 0 else None
+            for a, dim in zip(tuple(spec or ()) + (None,) * (len(shape) - len(spec or ())), shape)]
+    data = mesh_shape.get("data", 1)
+    free = [d for d in range(1 if stacked else 0, len(shape)) if axes[d] is None and shape[d] % data == 0]
+    if data == 1 or not free:
+        return spec
+    axes[max(free, key=lambda d: shape[d])] = "data"
+    return tuple(axes)
+
+
+def mesh_specs(family: Family, layers: str | None, shapes: Mapping[str, tuple], mesh_shape: Mapping[str, int],
+               sharding: str = "tensor") -> dict[str, tuple | None]:
+    """name -> mesh axes per tensor (None: no rule, replicated) for a `sharding` of `SHARDINGS`."""
+    if sharding not in SHARDINGS:
+        raise ValueError(f"sharding={sharding!r} is not one of {SHARDINGS}")
+    specs = {name: tensor_spec(family, name, is_stacked(name, layers)) for name in shapes}
+    if sharding == "fsdp":
+        specs = {name: fsdp_spec(spec, tuple(shapes[name]), mesh_shape, is_stacked(name, layers))
+                 for name, spec in specs.items()}
+    return specs
+
+
 def host_tensors(flat: Mapping, dtype=None) -> Iterator[tuple[str, np.ndarray]]:
     """(name, host array) one at a time (a stacked tensor is built just before it is handed on)."""
     for name, value in flat.items():

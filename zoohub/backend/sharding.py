@@ -66,6 +66,22 @@ def place(flat: Mapping, mesh: Mesh, specs: Mapping[str, Sequence | None], dtype
     return out
 
 
+def reshard(flat: Mapping[str, jax.Array], mesh: Mesh, specs: Mapping[str, Sequence | None]) -> dict[str, jax.Array]:
+    """The same arrays laid out by `specs` on `mesh` (device to device; across processes too)."""
+    shardings = {name: NamedSharding(mesh, spec_for(name, tuple(a.shape), specs.get(name), mesh))
+                 for name, a in flat.items()}
+    return jax.jit(lambda tree: tree, out_shardings=shardings)(dict(flat))
+
+
+def put_like(host, like: jax.Array) -> jax.Array:
+    """A host array placed as `like` is (its sharding and dtype); each process copies only its own shards.
+    Where `like` sits on one device, so does the copy, left free to move (as `jnp.asarray` leaves it)."""
+    if len(like.sharding.device_set) == 1:
+        return jax.numpy.asarray(np.asarray(host), dtype=like.dtype)
+    return jax.make_array_from_callback(tuple(like.shape), like.sharding,
+                                        lambda index: np.asarray(host[index], dtype=like.dtype))
+
+
 def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict:
     """Split a batch over the mesh's data axis (data parallel) when the batch size allows it."""
     size = mesh.shape["data"]

@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from zoohub.backbones import Family, Head, get_family
-from zoohub.backbones.layout import host_tensors, is_stacked, stack_layers, tensor_spec, unstack_layers
+from zoohub.backbones.layout import SHARDINGS, host_tensors, mesh_specs, stack_layers, unstack_layers
 from zoohub.backbones.loading import LoadReport, load_params
 from zoohub.backend import get_backend, ops, using
 from zoohub.backend.memory import release_free_memory
-from zoohub.errors import BackendError, UnsupportedArchitectureError
+from zoohub.errors import BackendError, InputError, UnsupportedArchitectureError
 from zoohub.presets.folder import ZOOHUB_FILE, read_aux_files, read_config, read_json, save_preset_folder
 from zoohub.presets.gguf import find_gguf
 from zoohub.presets.resolve import resolve_preset
@@ -44,12 +44,13 @@ def _dtype(name: str | None):
 
 
 def to_backend(flat: dict[str, np.ndarray], family: Family, head: Head | None, dtype: str | None = None,
-               mesh=None) -> dict:
+               mesh=None, sharding: str = "tensor") -> dict:
     """Nested params in the task layout (layers stacked where the family says) on the selected backend;
     floating tensors cast to `dtype` when given.
 
     numpy keeps memory-mapped views (no copy) of what it need not stack or cast. With a jax `mesh`,
-    each tensor goes straight into its shards by the family's tensor-parallel rules."""
+    each tensor goes straight into its shards by the family's tensor-parallel rules (`sharding="fsdp"`:
+    over the data axis as well); each process reads only the slices its own devices hold."""
     target = _dtype(dtype)
     from zoohub.backbones.layout import to_layout
 
@@ -60,7 +61,7 @@ def to_backend(flat: dict[str, np.ndarray], family: Family, head: Head | None, d
             raise BackendError("mesh= (sharding) needs the jax backend")
         from zoohub.backend.sharding import place
 
-        specs = {name: tensor_spec(family, name, is_stacked(name, layers)) for name in flat}
+        specs = mesh_specs(family, layers, {k: v.shape for k, v in flat.items()}, dict(mesh.shape), sharding)
         return unflatten(place(flat, mesh, specs, dtype=target))
     o = ops()
     params = unflatten({name: o.asarray(arr) for name, arr in host_tensors(flat, target)})
@@ -129,6 +130,7 @@ class Task:
         self.load_report = report or LoadReport()
         self.backend = get_backend()
         self.mesh = None  # a jax.sharding.Mesh when loaded with mesh=
+        self.sharding = "tensor"  # how params lie on the mesh (zoohub.backbones.layout.SHARDINGS)
         self._compiled: dict[str, Any] = {}
 
     @property
@@ -163,8 +165,10 @@ class Task:
 
     @classmethod
     def from_folder(cls, folder: Path, *, dtype: str | None = None, seed: int = 0, source: str | None = None,
-                    num_labels: int | None = None, mesh=None, **options):
+                    num_labels: int | None = None, mesh=None, sharding: str = "tensor", **options):
         folder = Path(folder)
+        if sharding not in SHARDINGS or (sharding != "tensor" and mesh is None):
+            raise InputError(f"sharding={sharding!r}: expected one of {SHARDINGS}, and a mesh= to lay the params on")
         hf = read_config(folder)
         family = get_family(hf["model_type"])
         hf = cls._adjust_config(hf, num_labels=num_labels, **options)
@@ -177,10 +181,10 @@ class Task:
         meta = read_json(folder, ZOOHUB_FILE) or {}
         meta.pop("files", None)
         meta["source"] = source or str(folder)
-        task = cls(family=family, config=config, params=to_backend(flat, family, head, dtype, mesh),
+        task = cls(family=family, config=config, params=to_backend(flat, family, head, dtype, mesh, sharding),
                    tokenizer=Tokenizer.from_folder(folder) if has_tokenizer else None,
                    aux_files=aux, metadata=meta, report=report)
-        task.mesh = mesh
+        task.mesh, task.sharding = mesh, sharding
         task._configure(**options)
         return task
 
@@ -306,12 +310,18 @@ class Task:
     def save_to_preset(self, path: str | os.PathLike, *, max_shard_bytes: int = 5 * 2**30) -> Path:
         """Save as a transformers checkpoint plus zoohub.json, atomically.
 
-        `transformers.AutoModel...from_pretrained(path)` loads the result."""
+        `transformers.AutoModel...from_pretrained(path)` loads the result. In a multi-process run
+        (`zoohub.distributed`) every process calls this; process 0 writes, the others wait for it."""
         import json
+
+        from zoohub.backend.distributed import write_once
+
+        # Every process takes part in gathering shards held by other processes; then only process 0 writes.
+        tensors = self.tensors_to_save()
 
         def fill(tmp: Path) -> None:
             (tmp / "config.json").write_text(json.dumps(self.hf_config(), indent=2, sort_keys=True) + "\n")
-            write_weights(self.tensors_to_save(), tmp, max_shard_bytes=max_shard_bytes)
+            write_weights(tensors, tmp, max_shard_bytes=max_shard_bytes)
             for name, data in self.aux_files.items():
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / name).write_bytes(data)
@@ -328,7 +338,8 @@ class Task:
         if self.metadata.get("source"):
             meta.setdefault("base_model", self.metadata["source"])
         meta.setdefault("preset_name", Path(path).name)
-        return save_preset_folder(Path(path), fill, metadata=meta)
+        saved = write_once(lambda: save_preset_folder(Path(path), fill, metadata=meta), f"the preset {path}")
+        return saved or Path(path).expanduser().absolute()
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.family.model_type}, {self.num_params():,} params, "

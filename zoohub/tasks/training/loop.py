@@ -15,7 +15,8 @@ import numpy as np
 from zoohub.backend import ops, using
 from zoohub.errors import InputError
 from zoohub.hub import env
-from zoohub.presets.weights import unflatten
+from zoohub.backend.distributed import gather
+from zoohub.presets.weights import flatten, unflatten
 from zoohub.tasks.training.checkpoint import load_checkpoint, save_checkpoint
 from zoohub.tasks.training.data import LOSS_KEYS, Dataset, make_dataset
 from zoohub.tasks.training.optim import LOSSES, build_optimizer, metrics, split_params
@@ -69,8 +70,25 @@ def _train_step(task, optimizer, *, seed: int, compute_dtype: str | None):
         updates, opt_state = optimizer.update(grads, opt_state, trainable)
         return optax.apply_updates(trainable, updates), opt_state, sums
 
-    # Donating params and optimizer state lets XLA update them in place (no second copy per step).
-    return jax.jit(step, donate_argnums=(0, 1))
+    return step
+
+
+def _jit_step(task, step, trainable: dict, opt_state):
+    """The train step, compiled. Donating params and optimizer state lets XLA update them in place (no
+    second copy per step). On a mesh, both come out laid out as they went in (FSDP shards stay shards;
+    the optimizer's counters are replicated) and the loss sums replicated, so every process reads them."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    if task.mesh is None:
+        return jax.jit(step, donate_argnums=(0, 1))
+    replicated = NamedSharding(task.mesh, PartitionSpec())
+
+    def on_mesh(a):
+        s = a.sharding
+        return s if isinstance(s, NamedSharding) and s.mesh == task.mesh else replicated
+    shardings = (jax.tree.map(on_mesh, trainable), jax.tree.map(on_mesh, opt_state), replicated)
+    return jax.jit(step, donate_argnums=(0, 1), out_shardings=shardings)
 
 
 def _eval_step(task):
@@ -102,8 +120,6 @@ def evaluate(task, x, y=None, *, batch_size: int = 32, max_length: int | None = 
     """
     with using(task.backend):
         data = make_dataset(task, x, y, max_length=max_length)
-        from zoohub.presets.weights import flatten
-
         return _run_eval(task, flatten(task.params), data, batch_size)
 
 
@@ -154,7 +170,7 @@ class EarlyStopping:
         if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
             self.best, self.waited = value, 0
             if self.restore_best:
-                self.best_params = {k: np.array(v) for k, v in params.items()}
+                self.best_params = {k: np.array(gather(v)) for k, v in params.items()}
             return False
         self.waited += 1
         return self.waited >= self.patience
@@ -183,7 +199,16 @@ def _optimizer_and_step(task, trainable: dict, *, total_steps: int | None, seed:
            tuple(sorted(trainable)))
     if key not in task._compiled:
         opt = build_optimizer(trainable, total_steps=total_steps, layers=task.family.layers_path(task.head), **opt_args)
-        task._compiled[key] = (opt, _train_step(task, opt, seed=seed, compute_dtype=compute_dtype))
+        step = _train_step(task, opt, seed=seed, compute_dtype=compute_dtype)
+        layouts: dict = {}
+
+        def compiled(trainable, opt_state, *args):
+            # One program per layout of the params (sharding= may change it between fit calls).
+            layout = tuple(getattr(v, "sharding", None) for v in trainable.values())
+            if layout not in layouts:
+                layouts[layout] = _jit_step(task, step, trainable, opt_state)
+            return layouts[layout](trainable, opt_state, *args)
+        task._compiled[key] = (opt, compiled)
     return task._compiled[key]
 
 
@@ -274,7 +299,7 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
         grad_accumulation: int = 1, compute_dtype: str | None = None, seed: int = 0, shuffle: bool = True,
         callbacks: Sequence[Callback] = (), early_stopping: int | dict | None = None,
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, verbose: bool | None = None,
-        max_length: int | None = None) -> dict[str, list]:
+        max_length: int | None = None, sharding: str | None = None) -> dict[str, list]:
     """Fine-tune `task` in place on the jax backend and return the history.
 
     Args:
@@ -292,6 +317,9 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
             `patience`, `mode`, `restore_best` (see `EarlyStopping`).
         checkpoint_dir, resume: a preset + optimizer state per epoch; `resume=True` continues exactly.
         verbose: progress bar; default on for a terminal unless ZOOHUB_QUIET is on (1/true/yes/on).
+        sharding: on a mesh, lay the params out anew before training: "fsdp" shards them (and so the
+            optimizer state) over the data axis as well, "tensor" back to the tensor-parallel rules;
+            None keeps them as loaded. They stay that way afterwards.
     Returns:
         {"loss": [...], "accuracy": [...], "val_loss": [...], ..., "step_loss": [...], "examples_per_second": [...]}
 
@@ -311,6 +339,8 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
         if stopping and val is None and stopping.monitor.startswith("val_"):
             raise InputError(f"early_stopping monitors {stopping.monitor!r}, which needs validation_data")
 
+        if sharding is not None:
+            _lay_out(task, sharding)
         heads = (getattr(task, "lora_config", None) or {}).get("modules_to_save")
         trainable, frozen = split_params(task.params, heads)
         dtypes = {k: v.dtype for k, v in trainable.items()}
@@ -352,9 +382,28 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
             if stop:
                 break
         if stopping and stopping.best_params is not None:
-            run.trainable = {k: jnp.asarray(v) for k, v in stopping.best_params.items()}
+            from zoohub.backend.sharding import put_like
+
+            run.trainable = {k: put_like(v, run.trainable[k]) for k, v in stopping.best_params.items()}
         task.params = _write_back({**frozen, **run.trainable}, dtypes)
         return run.history
+
+
+def _lay_out(task, sharding: str) -> None:
+    """Move the task's params to `sharding` on its mesh (device to device)."""
+    from zoohub.backbones.layout import SHARDINGS, mesh_specs
+    from zoohub.backend.sharding import reshard
+
+    if sharding not in SHARDINGS:
+        raise InputError(f"sharding={sharding!r} is not one of {SHARDINGS}")
+    if task.mesh is None:
+        raise InputError(f"sharding={sharding!r} needs a mesh: load with from_preset(..., mesh=make_mesh(...))")
+    if sharding == task.sharding:
+        return
+    flat = flatten(task.params)
+    specs = mesh_specs(task.family, task.family.layers_path(task.head), {k: v.shape for k, v in flat.items()},
+                       dict(task.mesh.shape), sharding)
+    task.params, task.sharding = unflatten(reshard(flat, task.mesh, specs)), sharding
 
 
 def _write_back(flat: dict, dtypes: dict) -> dict:
