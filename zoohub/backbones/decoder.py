@@ -166,7 +166,7 @@ class KVCache(NamedTuple):
     v: Any              # [L, B, S, K, H]
     positions: Any      # [B, S] int32: the position of the token each slot holds (or will hold)
     real: Any           # [B, S] int32: 1 where that token is real, 0 for padding
-    index: Any = 0      # write offset of this call (int, or a traced int32 on jax)
+    index: Any = 0      # write offset of this call (int, or a traced int32 on jax), or [B] offsets, one per row
 
 
 def default_positions(mask):
@@ -192,7 +192,8 @@ def prepare(inputs: Mapping, cache: KVCache | None = None):
     if cache is None:
         return ids, positions, positions, (mask != 0)[:, None, None, :]
     slots = xp.arange(cache.real.shape[1])[None, :]
-    written = slots < cache.index + ids.shape[1]
+    index = cache.index[:, None] if getattr(cache.index, "ndim", 0) == 1 else cache.index  # per-row offsets
+    written = slots < index + ids.shape[1]
     return ids, positions, cache.positions, ((cache.real != 0) & written)[:, None, None, :]
 
 
