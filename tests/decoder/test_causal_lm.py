@@ -243,10 +243,10 @@ def test_gemma_legacy_gelu_means_the_tanh_approximation(checkpoints, torch_model
 
 
 def test_unimplemented_config_is_named(checkpoints, tmp_path):
-    folder = tmp_path / "yarn"
+    folder = tmp_path / "dynamic_rope"
     shutil.copytree(checkpoints["llama"], folder)
     config = json.loads((folder / "config.json").read_text())
-    config["rope_parameters"] = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0}
+    config["rope_parameters"] = {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(UnsupportedConfigError, match="rope_parameters"):
         zoohub.CausalLM.from_preset(folder)
