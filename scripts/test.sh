@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README): the whole suite plus every docstring example, offline, on the CPU.
+# The test command (README): the whole suite plus every docstring example, offline, on the CPU, spread
+# over one pytest-xdist worker per core (ZOOHUB_TEST_WORKERS=0 runs it in one process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python -m pytest tests zoohub --doctest-modules -p no:cacheprovider "$@"
+exec python -m pytest tests zoohub --doctest-modules -p no:cacheprovider -n "${ZOOHUB_TEST_WORKERS:-auto}" "$@"
