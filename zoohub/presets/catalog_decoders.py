@@ -118,6 +118,13 @@ ROWS: list[dict] = [
          revision="6d84c48581ece794365f2b8e9cfb043c68ade9c5",
          description="OLMoE-1B-7B base (16 layers, 64 experts, top-8: 1.3B active), fully open data.",
          params=6_919_161_856, license="apache-2.0", task="causal_lm", family="olmoe"),
+    # openai/gpt-oss-20b ships its experts in MXFP4, which zoohub refuses; unsloth's copy holds the same
+    # weights dequantized to bfloat16 (no quantization_config). No public cache path shows a commit: unpinned.
+    # The count is the config's tensors (24 layers, 32 experts of width 2880, untied 201088-token embeddings).
+    dict(name="gpt_oss_20b", handle="hf://unsloth/gpt-oss-20b-BF16", revision=None,
+         description="gpt-oss-20b in bfloat16 (24 layers, 32 experts, top-4, attention sinks, alternating "
+                     "128-token sliding window; 3.6B active), harmony chat template.",
+         params=20_914_757_184, license="apache-2.0", task="causal_lm", family="gpt_oss"),
     # Classic decoders. Counts take tied embeddings once. Unpinned rows (revision None): no commit of
     # theirs was found in public cache paths.
     dict(name="opt_125m", handle="hf://facebook/opt-125m", revision="27dcfa74d334bc871f3234de431e71c6eeba5dd6",
