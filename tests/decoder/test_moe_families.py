@@ -83,6 +83,27 @@ def test_experts_are_held_stacked_and_saved_per_expert(tiny, tmp_path):
     assert "model.layers.1.block_sparse_moe.experts.3.w2.weight" in names
 
 
+
+def test_checkpoint_of_a_moe_decoder_stores_no_expert_twice_and_resumes(tiny, tmp_path):
+    """The epoch's preset holds the experts per expert; the state folder must find them there (stacked
+    [L, E, ...] as trained) rather than keep a second copy, and resuming reads them back."""
+    from safetensors.numpy import load_file
+
+    folder, _, _ = tiny("mixtral", "causal_lm")
+    zoohub.set_backend("jax")
+    ids = np.random.default_rng(4).integers(3, 97, (2, 7))
+    lm = zoohub.CausalLM.from_preset(folder)
+    lm.fit({"input_ids": ids}, epochs=1, batch_size=2, learning_rate=1e-3, checkpoint_dir=tmp_path, verbose=False)
+    assert load_file(str(tmp_path / "epoch-0001.state" / "trainable.safetensors")) == {}
+    again = zoohub.CausalLM.from_preset(folder)
+    history = again.fit({"input_ids": ids}, epochs=1, batch_size=2, learning_rate=1e-3, checkpoint_dir=tmp_path,
+                        resume=True, verbose=False)
+    assert history["epoch"] == [1]
+    name = "model.layers.block_sparse_moe.experts.w1.weight"
+    trained = np.asarray(flatten(lm.params)[name])
+    assert not np.array_equal(trained, np.asarray(flatten(zoohub.CausalLM.from_preset(folder).params)[name]))
+    np.testing.assert_array_equal(np.asarray(flatten(again.params)[name]), trained)
+
 SHARDED = """
 import json, sys
 import numpy as np

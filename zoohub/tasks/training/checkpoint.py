@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from zoohub.backbones.layout import stack_layers
+from zoohub.backbones.layout import to_layout
 from zoohub.backend.distributed import gather, write_once
 from zoohub.errors import CorruptFileError, InputError
 from zoohub.presets.folder import write_folder
@@ -50,7 +50,7 @@ def save_checkpoint(folder: Path, *, epoch: int, task, trainable: dict, opt_stat
     optimizer = {f"{i:06d}": np.array(gather(leaf)) for i, leaf in enumerate(leaves)}
 
     def write() -> Path:
-        saved = _preset_tensors(folder / name, task.family.layers_path(task.head))
+        saved = _preset_tensors(folder / name, task)
         # Tensors the preset already holds bit for bit are not stored twice.
         extra = {k: v for k, v in host.items()
                  if k not in saved or saved[k].dtype != v.dtype or not np.array_equal(saved[k], v)}
@@ -74,13 +74,13 @@ def save_checkpoint(folder: Path, *, epoch: int, task, trainable: dict, opt_stat
     return write_once(write, f"the checkpoint {folder / name}") or folder / name
 
 
-def _preset_tensors(folder: Path, layers: str | None) -> dict:
-    """A saved preset's tensors in the task's param layout (stacked layers stacked on access)."""
-    return stack_layers(read_weights(folder), layers)
+def _preset_tensors(folder: Path, task) -> dict:
+    """A saved preset's tensors in the task's param layout (experts and layers stacked on access), so that
+    tensors the preset holds compare equal to the trained ones and are not stored a second time."""
+    return to_layout(read_weights(folder), task.family, task.head)
 
 
-def load_checkpoint(folder: Path, *, trainable: dict, opt_state, layers: str | None = None
-                    ) -> tuple[dict, object, dict] | None:
+def load_checkpoint(folder: Path, *, task, trainable: dict, opt_state) -> tuple[dict, object, dict] | None:
     """(trainable params, optimizer state, state.json) of the latest checkpoint, or None if there is none.
 
     `trainable` and `opt_state` are freshly initialised ones: they give the expected names, shapes
@@ -104,7 +104,7 @@ def load_checkpoint(folder: Path, *, trainable: dict, opt_state, layers: str | N
             k for k in expected if state["trainable"].get(k) != expected[k]][:3]
         raise InputError(f"{folder}: the checkpoint trained different parameters than this task has "
                          f"(first differences: {diff}); was LoRA enabled the same way?")
-    preset = _preset_tensors(folder / latest["preset"], layers)
+    preset = _preset_tensors(folder / latest["preset"], task)
     # Memory-mapped, and each tensor placed as the fresh one lies (its sharding): a process copies
     # only the shards its own devices hold.
     extra = read_safetensors(folder / latest["state"], "trainable.safetensors")

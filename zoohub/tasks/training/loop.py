@@ -217,8 +217,7 @@ def _resume(task, run: _Run, checkpoint_dir, run_args: dict, stopping: EarlyStop
     latest checkpoint in `checkpoint_dir`, when there is one."""
     if checkpoint_dir is None:
         raise InputError("resume=True needs checkpoint_dir= (where the earlier run wrote its checkpoints)")
-    found = load_checkpoint(Path(checkpoint_dir), trainable=run.trainable, opt_state=run.opt_state,
-                            layers=task.family.layers_path(task.head))
+    found = load_checkpoint(Path(checkpoint_dir), task=task, trainable=run.trainable, opt_state=run.opt_state)
     if found is None:
         log.info("no checkpoint in %s yet; starting from epoch 1", checkpoint_dir)
         return
