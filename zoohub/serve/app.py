@@ -127,7 +127,13 @@ def local_hub_presets() -> list[dict]:
         except (OSError, ValueError):
             pass
         meta = meta if isinstance(meta, dict) else {}
+        try:  # a plain transformers folder has no zoohub.json; its config still names the architecture
+            architectures = json.loads((folder / "config.json").read_text()).get("architectures")
+        except (OSError, ValueError, AttributeError):
+            architectures = None
+        architecture = architectures[0] if isinstance(architectures, list) and architectures else None
         out.append({"handle": f"local://{folder.parent.name}/{folder.name}", "task": meta.get("task"),
+                    "architecture": meta.get("architecture", architecture),
                     "parameters": meta.get("num_params", meta.get("params"))})
     return out
 
