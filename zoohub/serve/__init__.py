@@ -100,10 +100,13 @@ def check_bind(host: str, api_key: str | None, insecure: bool) -> None:
 
 
 class ServerThread:
-    """uvicorn serving the app on a background thread (tests, scripts); `stop()` ends it."""
+    """uvicorn serving the app on a background thread (tests, scripts); `stop()` ends it.
+
+    It starts (and at `stop()` stops) the engines of `served` when `start_engines`; with False the
+    caller runs them (several apps may share one engine)."""
 
     def __init__(self, served, *, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
-                 warm: bool = True, max_body: int | None = None):
+                 warm: bool = True, max_body: int | None = None, start_engines: bool = True):
         import uvicorn
 
         from zoohub.serve.app import MAX_BODY, build_app
@@ -114,6 +117,7 @@ class ServerThread:
         self.sock.bind((host, port))
         self.host, self.port = host, self.sock.getsockname()[1]
         self.warm = warm
+        self.engines = [s.engine for s in served if s.engine is not None] if start_engines else []
         app = build_app(served, api_key=api_key, max_body=max_body or MAX_BODY)
         config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
@@ -125,9 +129,10 @@ class ServerThread:
         return f"http://{self.host}:{self.port}"
 
     def start(self, wait: bool = True) -> "ServerThread":
-        for s in self.served:
-            if s.engine is not None:
-                s.engine.start(warm=self.warm)
+        """Serve at once (/health says "loading" while the engines compile); with `wait`, return
+        when every engine is warm and the socket accepts."""
+        for engine in self.engines:
+            engine.start(warm=self.warm)
         self.thread.start()
         if wait:
             self.wait_ready()
@@ -135,18 +140,20 @@ class ServerThread:
 
     def wait_ready(self, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout
-        for s in self.served:
-            if s.engine is not None:
-                s.engine.wait_ready(max(0.0, deadline - time.monotonic()))
+        for engine in self.engines:
+            if not engine.wait_ready(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"the engine did not warm up in {timeout} s")
         while not self.server.started and time.monotonic() < deadline:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"the HTTP server on {self.url} stopped at start (see the log above)")
             time.sleep(0.02)
 
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-        for s in self.served:
-            if s.engine is not None:
-                s.engine.stop()
+        for engine in self.engines:
+            engine.stop()
+        self.sock.close()
 
 
 def run(args) -> None:

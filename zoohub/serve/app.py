@@ -11,6 +11,7 @@ A client that disconnects cancels its requests, which frees their rows at the en
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import logging
@@ -31,6 +32,8 @@ log = logging.getLogger("zoohub")
 
 MAX_BODY = 1 << 20
 """Largest request body (bytes); a bigger one is refused with 413."""
+DISCONNECT_CHECK = 0.25
+"""Seconds between checks that the client of a running request is still there."""
 
 
 @dataclass
@@ -91,6 +94,11 @@ class Metrics:
         gauges = (("requests_total", "counter", "generation requests admitted to a slot", lambda e: e.stats.requests),
                   ("prompt_tokens_total", "counter", "prompt tokens prefilled", lambda e: e.stats.prompt_tokens),
                   ("generated_tokens_total", "counter", "tokens generated", lambda e: e.stats.generated_tokens),
+                  ("cancelled_requests_total", "counter", "requests cancelled (client left, stop string)",
+                   lambda e: e.stats.cancelled),
+                  ("decode_steps_total", "counter", "decode steps run", lambda e: e.stats.decode_steps),
+                  ("decode_rows_total", "counter", "rows decoded summed over steps (over steps: the mean batch)",
+                   lambda e: e.stats.decode_rows),
                   ("queue_length", "gauge", "requests waiting for a slot", lambda e: e.queued()),
                   ("running_requests", "gauge", "requests holding a slot", lambda e: e.running()),
                   ("slots", "gauge", "slots of the KV cache", lambda e: e.slots),
@@ -98,7 +106,7 @@ class Metrics:
                    lambda e: round(e.stats.tokens_per_second(), 3)))
         engines = [(s.name, s.engine) for s in served if s.engine is not None]
         for name, kind, text, get in gauges:
-            lines += [f"# HELP zoohub_{name} {text.capitalize()}.", f"# TYPE zoohub_{name} {kind}"]
+            lines += [f"# HELP zoohub_{name} {text[0].upper() + text[1:]}.", f"# TYPE zoohub_{name} {kind}"]
             lines += [f'zoohub_{name}{{model="{m}"}} {get(e)}' for m, e in engines]
         lines += ["# HELP zoohub_time_to_first_token_seconds Time from arrival to the first token (last 1024).",
                   "# TYPE zoohub_time_to_first_token_seconds summary"]
@@ -245,13 +253,18 @@ def build_app(served: list[Served], *, api_key: str | None = None, max_body: int
 
         tasks = [asyncio.create_task(pump(i, q)) for i, (_, q) in enumerate(runs)]
         open_choices = set(range(len(runs)))
+        checked = time.monotonic()
         try:
             while open_choices:
-                try:
-                    i, ev = await asyncio.wait_for(merged.get(), timeout=1.0)
-                except asyncio.TimeoutError:
+                # A client that left is noticed within DISCONNECT_CHECK s, even while tokens flow (a
+                # streamed response is also cancelled by starlette when the socket closes).
+                if time.monotonic() - checked > DISCONNECT_CHECK:
+                    checked = time.monotonic()
                     if await request.is_disconnected():
                         return
+                try:
+                    i, ev = await asyncio.wait_for(merged.get(), timeout=DISCONNECT_CHECK)
+                except asyncio.TimeoutError:
                     continue
                 if i not in open_choices:
                     continue
@@ -289,6 +302,10 @@ def build_app(served: list[Served], *, api_key: str | None = None, max_body: int
                           "top_logprobs": [{"token": token_text(lm, t), "logprob": lp,
                                             "bytes": list(token_text(lm, t).encode())} for t, lp in (top or [])]})
         return items
+
+    def completion_logprobs(lm, info) -> dict:
+        return {"tokens": [token_text(lm, t) for t, _, _ in info], "token_logprobs": [x for _, x, _ in info],
+                "top_logprobs": [{token_text(lm, a): b for a, b in (top or [])} for _, _, top in info]}
 
     async def generate(request: HttpRequest, chat: bool) -> Response:
         body = await read_json(request)
@@ -346,7 +363,8 @@ def build_app(served: list[Served], *, api_key: str | None = None, max_body: int
                                       "logprobs": {"content": chat_logprob_items(lm, info)} if info else None,
                                       "finish_reason": reason}
                         else:
-                            choice = {"index": i, "text": piece, "logprobs": None, "finish_reason": reason}
+                            choice = {"index": i, "text": piece, "logprobs": completion_logprobs(lm, info)
+                                      if info else None, "finish_reason": reason}
                         yield f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
                     include_usage = isinstance(body.get("stream_options"), Mapping) and \
                         body["stream_options"].get("include_usage")
@@ -377,11 +395,7 @@ def build_app(served: list[Served], *, api_key: str | None = None, max_body: int
                 out.append({"index": i, "message": {"role": "assistant", "content": texts[i]}, "logprobs": lp,
                             "finish_reason": reasons[i]})
             else:
-                lp = None
-                if logprobs is not None:
-                    lp = {"tokens": [token_text(lm, t) for t, _, _ in infos[i]],
-                          "token_logprobs": [x for _, x, _ in infos[i]],
-                          "top_logprobs": [{token_text(lm, a): b for a, b in (top or [])} for _, _, top in infos[i]]}
+                lp = completion_logprobs(lm, infos[i]) if logprobs is not None else None
                 out.append({"index": i, "text": texts[i], "logprobs": lp, "finish_reason": reasons[i]})
         obj = "chat.completion" if chat else "text_completion"
         return JSONResponse({"id": rid, "object": obj, "created": created, "model": s.name, "choices": out,
@@ -400,13 +414,23 @@ def build_app(served: list[Served], *, api_key: str | None = None, max_body: int
         texts = [texts] if isinstance(texts, str) else texts
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts) or len(texts) > 2048:
             raise api.ApiError(400, "input: expected a string or a list of 1 to 2048 strings", param="input")
-        if body.get("encoding_format", "float") != "float":
-            raise api.ApiError(400, "encoding_format: only 'float' is served", param="encoding_format")
+        encoding = body.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise api.ApiError(400, f"encoding_format: expected 'float' or 'base64', got {encoding!r}",
+                               param="encoding_format", code="invalid_value")
+        if body.get("dimensions") is not None:
+            raise api.ApiError(400, "dimensions: this server returns the model's own width; leave it out",
+                               param="dimensions", code="invalid_value")
         async with s.lock:
             vectors = await asyncio.to_thread(s.task.predict, texts)
         tokens = sum(len(x) for x in s.task.tokenizer.encode_batch(texts, max_length=None)[0])
+
+        def encode(v: np.ndarray):
+            # base64: the float32 little-endian bytes, which the openai client asks for by default.
+            return v.tolist() if encoding == "float" else base64.b64encode(v.astype("<f4").tobytes()).decode()
+
         return JSONResponse({"object": "list", "model": s.name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-                             "data": [{"object": "embedding", "index": i, "embedding": v.tolist()}
+                             "data": [{"object": "embedding", "index": i, "embedding": encode(v)}
                                       for i, v in enumerate(vectors)]})
 
     # ---- the rest ---------------------------------------------------------------------------------

@@ -91,7 +91,9 @@ class Stats:
     requests: int = 0
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    cancelled: int = 0
     decode_steps: int = 0
+    decode_rows: int = 0        # rows decoded, summed over steps: / decode_steps is the mean batch
     prefill_chunks: int = 0
     ttft: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1024))
     recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))  # (time, tokens)
@@ -263,6 +265,7 @@ class Engine:
                 break
         for r in [r for r in self._waiting if r._cancelled]:
             self._waiting.remove(r)
+            self.stats.cancelled += 1
             r.sink(("done", "cancelled"))
         for row in range(self.slots):
             if self._rows[row] is None and self._waiting:
@@ -283,6 +286,7 @@ class Engine:
     def _step(self) -> None:
         for row, r in enumerate(self._rows):
             if r is not None and r._cancelled:
+                self.stats.cancelled += 1
                 self._free(row, ("done", "cancelled"))
         # One prefill chunk: the request that waited longest (rows are served in arrival order).
         filling = [r for r in self._rows if r is not None and r._prefilled < len(r.prompt)]
@@ -314,6 +318,7 @@ class Engine:
         window = next(w for w in self.windows if w > int(lengths.max()))
         logits, best = self._decode_call(batch, window, self._last[:batch].copy(), lengths)
         self.stats.decode_steps += 1
+        self.stats.decode_rows += len(rows)
         wanted = [row for row in rows if not self._rows[row].greedy or self._rows[row].logprobs is not None]
         host = np.asarray(logits) if wanted else None
         for row in rows:
@@ -361,10 +366,28 @@ def _row_cache(k, v, length: int, index, batch: int) -> KVCache:
     return KVCache(k=k, v=v, positions=positions, real=xp.ones((batch, length), xp.int32), index=index)
 
 
+_PROGRAMS: dict[str, tuple] = {}
+"""(decode, prefill) per model structure: presets of one architecture and config (fine-tunes of one
+base) share the jitted programs, so serving several compiles each bucket once."""
+
+
+def _structure(lm):
+    """What the programs close over: family, config and head, not the task (whose params they take
+    as an argument, so a shared program never holds one preset's weights alive)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(family=lm.family, config=lm.config, head=lm.head)
+
+
 def _jax_programs(lm):
-    """(decode, prefill) jitted for this task, cached on it (compiled per bucket)."""
-    if "serve" in lm._compiled:
-        return lm._compiled["serve"]
+    """(decode, prefill) jitted for this task's structure (compiled per bucket)."""
+    key = f"{lm.family.model_type}|{lm.architecture}|{lm.config!r}"
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = _jit_programs(_structure(lm))
+    return _PROGRAMS[key]
+
+
+def _jit_programs(lm):
     from functools import partial
 
     import jax
@@ -384,14 +407,15 @@ def _jax_programs(lm):
         length = k.shape[2]
         cache = _row_cache(lax.dynamic_slice_in_dim(k, row, 1, axis=1), lax.dynamic_slice_in_dim(v, row, 1, axis=1),
                            length, start, 1)
-        positions = (start + jnp.arange(chunk, dtype=jnp.int32))[None, :]
+        # Padding past the prompt repeats its last position: a learned position table has no row past
+        # the context, and those slots are overwritten before anything attends them.
+        positions = jnp.minimum(start + jnp.arange(chunk, dtype=jnp.int32), start + count - 1)[None, :]
         logits, cache = model_step(lm, params, tokens=tokens, positions=positions, cache=cache,
                                    last=jnp.reshape(count - 1, (1,)))
         k = lax.dynamic_update_slice_in_dim(k, cache.k, row, axis=1)
         v = lax.dynamic_update_slice_in_dim(v, cache.v, row, axis=1)
         return k, v, logits[0]
 
-    lm._compiled["serve"] = (decode, prefill)
     return decode, prefill
 
 
@@ -406,7 +430,7 @@ def _numpy_programs(lm):
     def prefill(params, k, v, row, tokens, start, count, *, chunk: int):
         row = int(row)
         cache = _row_cache(k[:, row:row + 1], v[:, row:row + 1], k.shape[2], int(start), 1)
-        positions = (int(start) + np.arange(chunk, dtype=np.int32))[None, :]
+        positions = np.minimum(int(start) + np.arange(chunk, dtype=np.int32), int(start) + int(count) - 1)[None, :]
         logits, _ = model_step(lm, params, tokens=tokens, positions=positions, cache=cache,
                                last=np.asarray([int(count) - 1]))
         return k, v, logits[0]

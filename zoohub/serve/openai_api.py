@@ -2,8 +2,9 @@
 
 Fields are checked by type and range; a bad value is an `ApiError` (400) naming the field, in the
 error shape OpenAI's clients read: {"error": {"message", "type", "param", "code"}}. Fields this server
-does not use (`user`, `stream_options`, `presence_penalty` at 0, ...) are accepted and ignored, as
-OpenAI-compatible servers do, so stock clients work.
+does not need (`user`, `metadata`, `presence_penalty` at 0, ...) are accepted and ignored, as
+OpenAI-compatible servers do, so stock clients work; a field whose value would change the answer in a
+way this server does not do (`logit_bias`, penalties, tools, JSON mode, `echo`) is refused, not ignored.
 """
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ class ApiError(Exception):
                  code: str | None = None, headers: Mapping[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
-        self.kind = kind or {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                             413: "invalid_request_error", 429: "rate_limit_error",
-                             503: "server_overloaded"}.get(status, "server_error")
+        self.kind = kind or {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error",
+                             503: "server_overloaded"}.get(status, "invalid_request_error" if status < 500
+                                                           else "server_error")
         self.headers = dict(headers or {})
 
     def body(self) -> dict:
@@ -62,7 +63,8 @@ def sampling(body: Mapping, *, default_max_tokens: int) -> dict:
     temperature = _number(body, "temperature", 1.0, low=0, high=2)
     top_p = _number(body, "top_p", 1.0, low=0, high=1, low_open=True)
     top_k = _number(body, "top_k", 0, low=0, integer=True)  # vLLM's extension: 0 = off
-    seed = _number(body, "seed", None, integer=True)
+    seed = _number(body, "seed", None, low=0, integer=True)
+    unsupported(body)
     n = _number(body, "n", 1, low=1, high=MAX_CHOICES, integer=True)
     stop = body.get("stop")
     stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
@@ -73,6 +75,32 @@ def sampling(body: Mapping, *, default_max_tokens: int) -> dict:
         raise _bad("stream", f"expected true or false, got {stream!r}")
     return {"max_tokens": max_tokens, "temperature": float(temperature), "top_p": float(top_p), "top_k": top_k,
             "seed": seed, "stop": stop, "n": n, "stream": stream, "greedy": temperature == 0}
+
+
+# Fields whose non-default value would change the answer in a way this server does not do: refused
+# (400) rather than silently ignored. Their default (or an empty value) is accepted, as stock clients send it.
+UNSUPPORTED = {"logit_bias": "logit biases", "frequency_penalty": "frequency penalties",
+               "presence_penalty": "presence penalties", "tools": "tool calls", "functions": "function calls",
+               "tool_choice": "tool calls", "function_call": "function calls", "suffix": "suffixes (insertion)",
+               "echo": "echoing the prompt", "best_of": "best_of", "audio": "audio output",
+               "prediction": "predicted outputs", "modalities": "modalities other than text"}
+DEFAULTS = {"frequency_penalty": 0, "presence_penalty": 0, "tool_choice": "none", "function_call": "none",
+            "echo": False, "modalities": ["text"]}
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def unsupported(body: Mapping) -> None:
+    """400 for a field this server would have to ignore to answer (see UNSUPPORTED)."""
+    for key, what in UNSUPPORTED.items():
+        value = body.get(key)
+        if value is None or value == DEFAULTS.get(key) or value in ({}, [], ""):
+            continue
+        if key == "best_of" and value == body.get("n", 1):
+            continue
+        raise _bad(key, f"{what} are not supported by this server; leave {key} out")
+    fmt = body.get("response_format")
+    if fmt is not None and not (isinstance(fmt, Mapping) and fmt.get("type") == "text"):
+        raise _bad("response_format", "only {'type': 'text'} is supported by this server (no JSON mode)")
 
 
 def chat_logprobs(body: Mapping) -> int | None:
@@ -99,6 +127,8 @@ def messages_of(body: Mapping) -> list[dict]:
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
             raise _bad(f"messages[{i}]", "expected an object with a 'role' string")
+        if m["role"] not in ROLES:
+            raise _bad(f"messages[{i}].role", f"expected one of {', '.join(ROLES)}, got {m['role']!r}")
         content = m.get("content", "")
         if isinstance(content, list):  # content parts: only text is served here
             if not all(isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str)
