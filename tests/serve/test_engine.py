@@ -128,3 +128,34 @@ def test_numpy_backend_serves(llama_folders, references):
     finally:
         srv.stop()
     assert "jax" not in type(s.engine._k).__module__
+
+
+# Families whose attention differs where the engine's rows could go wrong: a sliding window shorter
+# than the prompts (mistral), soft-caps with alternating windows (gemma2), learned positions (gpt2; opt
+# with its offset of 2), ALiBi (bloom). On numpy: no compiles, so the suite stays fast.
+FAMILIES = ("mistral", "gemma2", "gpt2", "opt", "bloom")
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_numpy_engine_rows_equal_transformers(tiny, model_type):
+    import zoohub
+    from zoohub.serve.engine import Engine
+
+    folder, torch_model, _ = tiny(model_type, "causal_lm")
+    zoohub.set_backend("numpy")
+    lm = zoohub.CausalLM.from_preset(folder)
+    engine = Engine(lm, slots=2, prefill_chunk=16).start(warm=False)
+    try:
+        eos = set(lm.default_stop_token_ids())
+        rng = np.random.default_rng(3)
+        jobs = [(rng.integers(3, 97, n).tolist(), m) for n, m in ((5, 12), (40, 9), (23, 12))]
+        got = run_requests(engine, [Request(prompt=p, max_tokens=m, stop_token_ids=frozenset(eos)) for p, m in jobs])
+    finally:
+        engine.stop()
+    for (prompt, m), r in zip(jobs, got):
+        ids = torch.tensor([prompt])
+        with torch.no_grad():
+            want = torch_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=m, do_sample=False,
+                                        eos_token_id=sorted(eos) or None, pad_token_id=0)[0, len(prompt):].tolist()
+        cut = next((i + 1 for i, t in enumerate(want) if t in eos), len(want))
+        assert r.tokens == want[:cut], (model_type, prompt)
