@@ -159,3 +159,30 @@ def test_numpy_engine_rows_equal_transformers(tiny, model_type):
                                         eos_token_id=sorted(eos) or None, pad_token_id=0)[0, len(prompt):].tolist()
         cut = next((i + 1 for i, t in enumerate(want) if t in eos), len(want))
         assert r.tokens == want[:cut], (model_type, prompt)
+
+
+def test_a_failed_engine_tells_every_request_and_takes_no_more(llama_folders):
+    import zoohub
+    from zoohub.serve.engine import EngineStopped
+
+    zoohub.set_backend("numpy")
+    lm = zoohub.CausalLM.from_preset(llama_folders["tiny-a"])
+    engine = Engine(lm, slots=1, context=64)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("device lost")
+
+    engine._prefill_call = broken
+    events = [[], []]
+    for i in range(2):   # the second waits for the only slot: it is told too
+        engine.submit(Request(prompt=[1, 5, 9], max_tokens=4, sink=events[i].append))
+    engine.start(warm=False)
+    deadline = time.monotonic() + 10
+    while not all(events) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(e == [("error", "the engine stopped: RuntimeError: device lost")] for e in events), events
+    with pytest.raises(EngineStopped, match="device lost"):
+        engine.submit(Request(prompt=[1, 5], max_tokens=2))
+    with pytest.raises(RuntimeError, match="device lost"):
+        engine.wait_ready(1)
+    engine.stop()

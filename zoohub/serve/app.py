@@ -25,7 +25,7 @@ import numpy as np
 
 from zoohub.errors import InputError, ZoohubError
 from zoohub.serve import openai_api as api
-from zoohub.serve.engine import Engine, QueueFull, Request
+from zoohub.serve.engine import Engine, EngineStopped, QueueFull, Request
 from zoohub.tasks.generation import TextStream
 
 log = logging.getLogger("zoohub")
@@ -232,6 +232,10 @@ def build_app(served: list[Served], *, api_key: str | None = None, max_body: int
             for req, _ in out:
                 req.cancel()
             raise api.ApiError(503, f"the server is busy ({e}); retry shortly", headers={"Retry-After": "1"}) from None
+        except EngineStopped as e:
+            for req, _ in out:
+                req.cancel()
+            raise api.ApiError(503, str(e), headers={"Retry-After": "30"}) from None
         except InputError as e:
             for req, _ in out:
                 req.cancel()

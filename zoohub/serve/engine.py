@@ -84,6 +84,10 @@ class QueueFull(Exception):
     """The engine holds as many requests as it may queue."""
 
 
+class EngineStopped(Exception):
+    """The engine is stopped or failed: it takes no more requests."""
+
+
 @dataclass
 class Stats:
     """Counters for /metrics (read without a lock: single values, written by the engine thread)."""
@@ -159,13 +163,20 @@ class Engine:
         return self.ready.is_set()
 
     def stop(self) -> None:
+        """End the engine thread; requests still held get an error event (their clients are told)."""
         self._stop = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+            if not self._thread.is_alive():
+                self._fail_all("the server is shutting down")
 
     def submit(self, request: Request) -> Request:
-        """Queue a request; raises InputError when it cannot fit a row, QueueFull when the queue is full."""
+        """Queue a request; raises InputError when it cannot fit a row, QueueFull when the queue is full,
+        EngineStopped after `stop()` or a failure."""
+        if self.failure is not None or self._stop:
+            reason = f"{type(self.failure).__name__}: {self.failure}" if self.failure is not None else "stopped"
+            raise EngineStopped(f"the serving engine is not running ({reason})")
         total = len(request.prompt) + request.max_tokens
         if not request.prompt:
             raise InputError("the prompt encodes to no tokens")
@@ -252,10 +263,20 @@ class Engine:
             log.exception("the serving engine stopped")
             self.failure = e
             self.ready.set()
-            for r in [*self._rows, *self._waiting]:
-                if r is not None:
-                    r.sink(("error", f"the engine stopped: {type(e).__name__}: {e}"))
-            self._rows = [None] * self.slots
+            self._fail_all(f"the engine stopped: {type(e).__name__}: {e}")
+
+    def _fail_all(self, message: str) -> None:
+        """Every request held (running, waiting, or not yet taken from the inbox) gets an error event."""
+        while True:
+            try:
+                self._waiting.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        for r in [*self._rows, *self._waiting]:
+            if r is not None:
+                r.sink(("error", message))
+        self._rows = [None] * self.slots
+        self._waiting.clear()
 
     def _admit(self) -> None:
         while True:
