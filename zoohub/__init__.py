@@ -1,8 +1,11 @@
 """zoohub: a model zoo and pretrained-model hub client on NumPy and JAX.
 
     >>> import zoohub
-    >>> names = zoohub.list_presets()
-    >>> clf = zoohub.TextClassifier.from_preset("path/to/bert", num_classes=2)  # doctest: +SKIP
+    >>> "starter_bert_tiny_en" in zoohub.list_presets()
+    True
+    >>> clf = zoohub.TextClassifier.from_preset("starter_bert_tiny_en")   # bundled toy BERT: no download
+    >>> clf.labels, clf.predict(["great film"]).shape
+    (['negative', 'positive'], (1, 2))
 
 Public names are imported lazily so that `import zoohub` stays fast and the
 numpy backend never imports jax.

@@ -2,8 +2,13 @@
 their shared defaults. Importing this module is cheap (zoohub's model code loads on first use), so the
 command line can show the defaults in its --help.
 
+    >>> from zoohub.backend import using
     >>> from zoohub.finetune import finetune
-    >>> clf, history = finetune("starter_bert_tiny_en", (["great film", "awful film"], ["pos", "neg"]))  # doctest: +SKIP
+    >>> with using("jax"):                          # training needs the jax backend
+    ...     clf, history = finetune("starter_bert_tiny_en", (["great film", "awful film"], ["positive", "negative"]),
+    ...                             epochs=2, batch_size=2, learning_rate=1e-3)
+    >>> clf.labels, history["epoch"]                # the starter's head knows these labels, so it is kept
+    (['negative', 'positive'], [1, 2])
 """
 from __future__ import annotations
 

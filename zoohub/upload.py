@@ -36,8 +36,12 @@ def upload_preset(handle: str | os.PathLike, folder: str | os.PathLike, *, priva
         The commit URL on a hub (https://huggingface.co/owner/repo/commit/<sha>), or a file:// URL.
 
     Example:
-        >>> import zoohub
-        >>> url = zoohub.upload_preset("local://me/tiny-bert", "my-classifier/")  # doctest: +SKIP
+        >>> import tempfile, zoohub
+        >>> out = tempfile.mkdtemp()
+        >>> folder = zoohub.TextClassifier.from_preset("starter_bert_tiny_en").save_to_preset(out + "/my-classifier")
+        >>> url = zoohub.upload_preset(out + "/hub/tiny-bert", folder, metrics={"accuracy": 0.5})  # or local://me/...
+        >>> url.startswith("file://"), (zoohub.TextClassifier.from_preset(out + "/hub/tiny-bert")).labels
+        (True, ['negative', 'positive'])
     """
     folder = Path(folder).expanduser()
     target = parse_handle(os.fspath(handle))

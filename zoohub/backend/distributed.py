@@ -8,9 +8,13 @@ transport: the coordinator, heartbeats and collectives are JAX's (gloo over TCP 
     # on each host: the same command, its own rank
     #   python train.py   with  ZOOHUB_COORDINATOR=10.0.0.1:1234 ZOOHUB_NUM_PROCESSES=2 ZOOHUB_PROCESS_ID=$RANK
     >>> import zoohub
-    >>> zoohub.distributed.initialize()                                   # doctest: +SKIP
-    >>> mesh = zoohub.backend.sharding.make_mesh(model=8)                 # doctest: +SKIP
-    >>> lm = zoohub.CausalLM.from_preset("path/to/llama", mesh=mesh)      # doctest: +SKIP
+    >>> from zoohub.backend.sharding import make_mesh
+    >>> zoohub.distributed.initialize()             # joins the others; needs them  # doctest: +SKIP
+    >>> mesh = make_mesh(model=1)                  # e.g. model=8: 8-way tensor parallel over all the processes
+    >>> with zoohub.backend.using("jax"):
+    ...     lm = zoohub.CausalLM.from_preset("toy_llama_tiny", mesh=mesh)   # the bundled toy
+    >>> lm.mesh.axis_names
+    ('data', 'model')
 
 Saving from such a run is single-writer: every process takes part in gathering the shards, process 0
 writes, the others wait for it and raise if it failed (`write_once`).
@@ -101,6 +105,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
             default), set when no accelerator is present: without it CPU arrays cannot span processes.
 
     Example:
+        >>> import zoohub
+        >>> settings_from_env({"ZOOHUB_COORDINATOR": "10.0.0.1:1234", "ZOOHUB_NUM_PROCESSES": "2",
+        ...                    "ZOOHUB_PROCESS_ID": "0"})           # what initialize() reads when given nothing
+        {'coordinator_address': '10.0.0.1:1234', 'num_processes': 2, 'process_id': 0}
         >>> zoohub.distributed.initialize("10.0.0.1:1234", num_processes=2, process_id=0)  # doctest: +SKIP
     """
     import jax

@@ -5,7 +5,10 @@ memory-mapped file).
     >>> import jax, zoohub
     >>> from zoohub.backend.sharding import make_mesh
     >>> mesh = make_mesh(model=1)                               # all devices on the data axis
-    >>> clf = zoohub.TextClassifier.from_preset("path/to/bert", mesh=mesh)  # doctest: +SKIP
+    >>> with zoohub.backend.using("jax"):                       # sharding is the jax backend's
+    ...     clf = zoohub.TextClassifier.from_preset("starter_bert_tiny_en", mesh=mesh)
+    >>> clf.predict(["great film", "awful film"]).shape
+    (2, 2)
 """
 from __future__ import annotations
 

@@ -66,8 +66,10 @@ class _Unreachable(Exception):
 class StaticFolder:
     """One folder URL and its cache.
 
-        >>> folder = StaticFolder("https://models.example.org/bert-tiny/")  # doctest: +SKIP
-        >>> path = folder.fetch()                                           # doctest: +SKIP
+        >>> folder = StaticFolder("https://models.example.org/bert-tiny")   # no request yet
+        >>> folder.base, folder.folder.name
+        ('https://models.example.org/bert-tiny/', 'bert-tiny-636c8a9a')
+        >>> path = folder.fetch()          # downloads into folder.folder  # doctest: +SKIP
     """
 
     def __init__(self, base_url: str) -> None:

@@ -1,7 +1,8 @@
 """Checks on a preset folder before it is uploaded, at the file-format level (no model code).
 
-    >>> validate_folder("my-classifier/")   # doctest: +SKIP
-    ['config.json', 'model.safetensors', 'tokenizer.json', 'zoohub.json']
+    >>> from zoohub.presets.resolve import resolve_preset
+    >>> validate_folder(resolve_preset("starter_bert_tiny_en"))   # the bundled starter's folder
+    ['README.md', 'config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'zoohub.json']
 """
 from __future__ import annotations
 

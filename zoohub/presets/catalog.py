@@ -1,10 +1,20 @@
-"""Encoder presets as data. Revisions pin the exact commit on the Hugging Face Hub: hashes seen in
-several independent public cache paths (`models--owner--repo/snapshots/<commit>`)."""
+"""Encoder presets, and the toy presets bundled in the package, as data. Revisions pin the exact commit on
+the Hugging Face Hub: hashes seen in several independent public cache paths (`models--owner--repo/snapshots/<commit>`)."""
 
 ROWS: list[dict] = [
     dict(name="starter_bert_tiny_en", handle="local://zoohub/starter-bert-tiny", revision=None,
          description="Randomly initialised tiny BERT (2x64) shipped in the package for the offline demo; fine-tune it first.",
          params=107_458, license="apache-2.0", task="text_classifier", family="bert", bundled="starter-bert-tiny"),
+    # Random toys bundled for offline examples, tests and defaults (scripts/make_toy_presets.py writes them).
+    dict(name="toy_llama_tiny", handle="local://zoohub/toy-llama-tiny", revision=None,
+         description="Randomly initialised tiny Llama (2x32), 384-token BPE tokenizer; offline examples only, its text is noise.",
+         params=30_880, license="apache-2.0", task="causal_lm", family="llama", bundled="toy-llama-tiny"),
+    dict(name="toy_vit_tiny", handle="local://zoohub/toy-vit-tiny", revision=None,
+         description="Randomly initialised tiny ViT (32x32 images, 2x32), random 3-class head; for offline examples.",
+         params=24_003, license="apache-2.0", task="image_classifier", family="vit", bundled="toy-vit-tiny"),
+    dict(name="toy_bert_mlm_tiny", handle="local://zoohub/toy-bert-mlm-tiny", revision=None,
+         description="Randomly initialised tiny BERT masked LM (2x32), the starter's tokenizer; for offline examples.",
+         params=36_818, license="apache-2.0", task="masked_lm", family="bert", bundled="toy-bert-mlm-tiny"),
     dict(name="bert_base_en_uncased", handle="hf://google-bert/bert-base-uncased",
          revision="86b5e0934494bd15c9632b12f734a8a67f723594",
          description="BERT base, English, uncased (12 layers, 768 wide).", params=109_482_240,

@@ -93,9 +93,18 @@ class GGUFFile:
     """A GGUF file opened for loading (memory-mapped by gguf-py; nothing is read until asked).
 
     Example:
-        >>> f = GGUFFile("model-Q4_K_M.gguf")          # doctest: +SKIP
-        >>> f.config()["model_type"]                     # doctest: +SKIP
-        'llama'
+        >>> import tempfile, gguf, numpy as np
+        >>> path = tempfile.mkdtemp() + "/tiny.gguf"        # a stand-in for e.g. "model-Q4_K_M.gguf"
+        >>> writer = gguf.GGUFWriter(path, "llama")
+        >>> writer.add_block_count(2)
+        >>> writer.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
+        >>> writer.write_header_to_file(); writer.write_kv_data_to_file()
+        >>> writer.write_tensors_to_file(); writer.close()
+        >>> f = GGUFFile(path)
+        >>> f.field("general.architecture"), f.tensor_names(), f.quantization_types()
+        ('llama', ['token_embd.weight'], ['F32'])
+        >>> f.config()["model_type"], f.config()["num_hidden_layers"]
+        ('llama', 2)
     """
 
     def __init__(self, path: str | os.PathLike):

@@ -22,7 +22,9 @@ def resolve_preset(handle: str | os.PathLike, *, revision: str | None = None, gg
 
     Example:
         >>> from zoohub.presets.resolve import resolve_preset
-        >>> folder = resolve_preset("hf://google-bert/bert-base-uncased@main")  # doctest: +SKIP
+        >>> resolve_preset("starter_bert_tiny_en").name          # bundled: copied into the local hub, no network
+        'starter-bert-tiny'
+        >>> folder = resolve_preset("hf://google-bert/bert-base-uncased@main")   # downloads  # doctest: +SKIP
     """
     text = os.fspath(handle)
     parsed = parse_handle(text, revision=revision)

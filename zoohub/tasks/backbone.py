@@ -12,9 +12,13 @@ class Backbone(TextTask):
     """The bare transformer of any supported family (saved as e.g. `BertModel`, `ViTModel`).
 
     Example:
-        >>> import zoohub
-        >>> backbone = zoohub.Backbone.from_preset("path/to/bert")  # doctest: +SKIP
-        >>> hidden = backbone.predict(["a sentence"])                # [B, T, D] numpy  # doctest: +SKIP
+        >>> import numpy as np, zoohub
+        >>> backbone = zoohub.Backbone.from_preset("starter_bert_tiny_en")   # bundled toy BERT, 64 wide
+        >>> backbone.predict(["great film", "i loved it"]).shape             # [B, T, D], T = longest input
+        (2, 5, 64)
+        >>> vit = zoohub.Backbone.from_preset("toy_vit_tiny")                 # images: [N, 1 + patches, D]
+        >>> vit.predict([np.zeros((32, 32, 3), np.uint8)]).shape
+        (1, 17, 32)
     """
 
     TASK = "backbone"

@@ -28,9 +28,13 @@ class CausalLMPreprocessor:
     `add_eos_token` in tokenizer_config.json add the rest (never twice).
 
     Example:
-        >>> pre = CausalLMPreprocessor(Tokenizer.from_folder("path/to/llama"))  # doctest: +SKIP
-        >>> pre(["Hello", "Hi there"])["input_ids"].shape                       # doctest: +SKIP
-        (2, 3)
+        >>> from zoohub.presets.resolve import resolve_preset
+        >>> pre = CausalLMPreprocessor(Tokenizer.from_folder(resolve_preset("toy_llama_tiny")))  # bundled toy
+        >>> batch = pre(["the film", "great"])             # "<s>" from the tokenizer, padded on the left
+        >>> batch["input_ids"].shape, batch["attention_mask"].tolist()
+        ((2, 5), [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+        >>> pre.tokenizer.decode(batch["input_ids"][1], skip_special_tokens=False)
+        '<pad><pad><s>great'
     """
 
     def __init__(self, tokenizer: Tokenizer, *, add_bos: bool | None = None, add_eos: bool = False):
@@ -63,14 +67,30 @@ class CausalLM(Task):
     """A decoder language model with transformers' `...ForCausalLM` / `GPT2LMHeadModel` weights.
 
     Example:
-        >>> import zoohub
-        >>> lm = zoohub.CausalLM.from_preset("smollm2_135m_instruct")                      # doctest: +SKIP
-        >>> lm.generate("Once upon a time", max_new_tokens=32)                             # doctest: +SKIP
-        >>> lm.generate(["a", "bb"], sampler="top_p", top_p=0.9, temperature=0.7, seed=0, stop=["\\n\\n"])  # doctest: +SKIP
-        >>> for piece in lm.generate("Tell me", stream=True): print(piece, end="")         # doctest: +SKIP
-        >>> lm.chat([{"role": "user", "content": "Hi!"}])                                  # doctest: +SKIP
-        >>> lm.score(["some text"])                                                        # doctest: +SKIP
-        >>> lm.save_to_preset("out/")   # transformers.AutoModelForCausalLM loads it       # doctest: +SKIP
+        The bundled `toy_llama_tiny` is a random toy (its text is noise); real ones are e.g.
+        "smollm2_135m_instruct" (downloaded once). The numpy backend needs no compiling: quickest here.
+
+        >>> import tempfile, zoohub
+        >>> from zoohub.backend import using
+        >>> with using("numpy"):
+        ...     lm = zoohub.CausalLM.from_preset("toy_llama_tiny")
+        >>> lm
+        CausalLM(llama, 30,880 params, backend=numpy)
+        >>> lm.generate("the film was", max_new_tokens=8)                       # greedy
+        ' was was was was was was was was'
+        >>> texts = lm.generate(["a", "bb"], sampler="top_p", top_p=0.9, temperature=0.7, seed=0, stop=["\\n\\n"],
+        ...                     max_new_tokens=5)
+        >>> len(texts)
+        2
+        >>> for piece in lm.generate("Tell me", stream=True, max_new_tokens=4): print(piece, end="")
+        eeee
+        >>> lm.chat([{"role": "user", "content": "Hi!"}], max_new_tokens=4)   # with the preset's chat template
+        '>>>>'
+        >>> [logp.shape for logp in lm.score(["some text", "a"])]            # log p of each token after the first
+        [(7,), (1,)]
+        >>> folder = lm.save_to_preset(tempfile.mkdtemp() + "/lm")   # transformers.AutoModelForCausalLM loads it
+        >>> (folder / "model.safetensors").is_file()
+        True
     """
 
     TASK = "causal_lm"

@@ -61,10 +61,22 @@ class ImageClassifier(LabelledHead, Task):
     its head), `labels` (names, in class order), `batch_size`, `dtype`.
 
     Example:
-        >>> import zoohub
-        >>> vit = zoohub.ImageClassifier.from_preset("path/to/vit", num_classes=10)  # doctest: +SKIP
-        >>> vit.top_k(["cat.jpg"], k=3)   # [[("cat", 0.91), ("lynx", 0.05), ...]]   # doctest: +SKIP
-        >>> vit.fit(images, labels, epochs=1)                                       # doctest: +SKIP
+        The bundled `toy_vit_tiny` is a random toy (32x32 images, 3 classes); real ones are e.g.
+        "vit_base_patch16_224_imagenet" (downloaded once), with ImageNet's 1000 labels.
+
+        >>> import numpy as np, zoohub
+        >>> vit = zoohub.ImageClassifier.from_preset("toy_vit_tiny")
+        >>> vit.labels
+        ['LABEL_0', 'LABEL_1', 'LABEL_2']
+        >>> images = np.random.default_rng(0).integers(0, 256, (4, 48, 40, 3), dtype=np.uint8)  # resized to 32x32
+        >>> vit.predict(images).shape                                       # probabilities [N, num_classes]
+        (4, 3)
+        >>> best = vit.top_k(images, k=2)                                   # per image: the k best (label, p)
+        >>> len(best), len(best[0]), best[0][0][0] in vit.labels
+        (4, 2, True)
+        >>> vit = zoohub.ImageClassifier.from_preset("toy_vit_tiny", num_classes=2, labels=["cat", "dog"])  # new head
+        >>> vit.predict(images).shape           # fine-tune it with vit.fit(images, labels) (zoohub.tasks.training)
+        (4, 2)
     """
 
     TASK = "image_classifier"

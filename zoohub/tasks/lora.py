@@ -8,10 +8,27 @@ adapter folder (`adapter_config.json` + `adapter_model.safetensors`, tensors nam
 `base_model.model.<module>.lora_A.weight`) that `peft.PeftModel.from_pretrained` loads onto the
 transformers model; `load_lora` reads one back; `merge_lora` folds W += scaling * B @ A.
 
-    >>> clf.enable_lora(rank=8)          # only adapters train now          # doctest: +SKIP
-    >>> clf.fit(texts, labels)                                                # doctest: +SKIP
-    >>> clf.save_lora("adapter/")        # peft.PeftModel.from_pretrained(model, "adapter/")  # doctest: +SKIP
-    >>> clf.save_to_preset("merged/")    # a plain transformers checkpoint, LoRA merged      # doctest: +SKIP
+    >>> import tempfile, zoohub
+    >>> clf = zoohub.TextClassifier.from_preset("starter_bert_tiny_en")   # the bundled toy BERT
+    >>> for name in clf.enable_lora(rank=4): print(name)   # the linears it targets (B = 0: nothing changes yet)
+    bert.encoder.layer.0.attention.self.query
+    bert.encoder.layer.0.attention.self.value
+    bert.encoder.layer.1.attention.self.query
+    bert.encoder.layer.1.attention.self.value
+
+`clf.fit(texts, labels)` now trains only the adapters and the head (see `zoohub.tasks.training.fit`).
+
+    >>> out = tempfile.mkdtemp()
+    >>> adapter = clf.save_lora(out + "/adapter")     # peft.PeftModel.from_pretrained(model, adapter) loads it
+    >>> sorted(p.name for p in adapter.iterdir())
+    ['adapter_config.json', 'adapter_model.safetensors', 'zoohub.json']
+    >>> base = zoohub.TextClassifier.from_preset("starter_bert_tiny_en")
+    >>> len(base.load_lora(adapter))
+    4
+    >>> merged = base.save_to_preset(out + "/merged")  # a plain transformers checkpoint, LoRA merged
+    >>> from zoohub.presets.weights import read_weights
+    >>> any(".lora_" in name for name in read_weights(merged))
+    False
 """
 from __future__ import annotations
 

@@ -12,10 +12,16 @@ class MaskedLM(TextTask):
     """Masked language model (`BertForMaskedLM`, `RobertaForMaskedLM`, `DistilBertForMaskedLM`).
 
     Example:
+        The bundled `toy_bert_mlm_tiny` is a random toy, so its guesses mean nothing; real ones are e.g.
+        "bert_base_en_uncased" (downloaded once).
+
         >>> import zoohub
-        >>> mlm = zoohub.MaskedLM.from_preset("path/to/bert")              # doctest: +SKIP
-        >>> logits = mlm.predict(["Paris is the [MASK] of France."])       # [B, T, V]  # doctest: +SKIP
-        >>> mlm.fill_mask("Paris is the [MASK] of France.", top_k=3)      # doctest: +SKIP
+        >>> mlm = zoohub.MaskedLM.from_preset("toy_bert_mlm_tiny")
+        >>> mlm.predict(["the film was [MASK]."]).shape                     # [B, T, V]
+        (1, 7, 498)
+        >>> found = mlm.fill_mask(["the [MASK] was [MASK].", "great [MASK]"], top_k=3)  # per text, per mask
+        >>> [[len(guesses) for guesses in text] for text in found], type(found[1][0][0])
+        ([[3, 3], [3]], <class 'tuple'>)
     """
 
     TASK = "masked_lm"

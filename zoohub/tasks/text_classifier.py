@@ -15,10 +15,18 @@ class TextClassifier(LabelledHead, TextTask):
     replace its head), `labels` (names, in class order), `sequence_length`, `batch_size`, `dtype`.
 
     Example:
-        >>> import zoohub
-        >>> clf = zoohub.TextClassifier.from_preset("path/to/bert", num_classes=3)  # doctest: +SKIP
-        >>> probs = clf.predict(["great film", "awful film"])                        # [2, 3]  # doctest: +SKIP
-        >>> clf.save_to_preset("out/")  # AutoModelForSequenceClassification loads it  # doctest: +SKIP
+        >>> import tempfile, zoohub
+        >>> clf = zoohub.TextClassifier.from_preset("starter_bert_tiny_en")   # bundled toy, head untrained
+        >>> clf.labels
+        ['negative', 'positive']
+        >>> clf = zoohub.TextClassifier.from_preset("starter_bert_tiny_en", num_classes=3,  # a new head
+        ...                                         labels=["negative", "neutral", "positive"])
+        >>> probs = clf.predict(["great film", "awful film"])              # [B, num_classes]
+        >>> probs.shape, probs.sum(-1).round(4).tolist()
+        ((2, 3), [1.0, 1.0])
+        >>> folder = clf.save_to_preset(tempfile.mkdtemp() + "/clf")  # AutoModelForSequenceClassification loads it
+        >>> sorted(p.name for p in folder.iterdir())
+        ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'zoohub.json']
     """
 
     TASK = "text_classifier"

@@ -21,8 +21,12 @@ class TextEmbedder(TextTask):
 
     Example:
         >>> import zoohub
-        >>> emb = zoohub.TextEmbedder.from_preset("path/to/all-MiniLM-L6-v2")   # doctest: +SKIP
-        >>> vectors = emb.predict(["a", "b"])                                  # [2, D]  # doctest: +SKIP
+        >>> emb = zoohub.TextEmbedder.from_preset("starter_bert_tiny_en")  # bundled toy (real: all_minilm_l6_v2_en)
+        >>> emb.pooling, emb.normalize                # no sentence-transformers files here: the defaults
+        ('mean', True)
+        >>> vectors = emb.predict(["great film", "awful film"])           # [B, D]
+        >>> vectors.shape, (vectors ** 2).sum(-1).round(4).tolist()
+        ((2, 64), [1.0, 1.0])
     """
 
     TASK = "backbone"  # saved as the bare model, with the sentence-transformers files beside it

@@ -4,8 +4,13 @@ Reads `tokenizer.json` when present, else the older `vocab.txt` (WordPiece) or
 `vocab.json` + `merges.txt` (byte-level BPE), and special tokens from `tokenizer_config.json`
 / `special_tokens_map.json`.
 
-    >>> tok = Tokenizer.from_folder("path/to/bert")  # doctest: +SKIP
-    >>> tok.encode_batch(["hello world"], max_length=16)  # doctest: +SKIP
+    >>> from zoohub.presets.resolve import resolve_preset
+    >>> tok = Tokenizer.from_folder(resolve_preset("starter_bert_tiny_en"))  # the bundled starter's WordPiece
+    >>> ids, type_ids = tok.encode_batch(["great film", "i loved it"], max_length=16)
+    >>> [[tok.id_to_token(i) for i in row] for row in ids]
+    [['[CLS]', 'great', 'film', '[SEP]'], ['[CLS]', 'i', 'loved', 'it', '[SEP]']]
+    >>> tok.decode(ids[0]), tok.pad_token_id, tok.token("mask_token")
+    ('great film', 0, '[MASK]')
 """
 from __future__ import annotations
 

@@ -3,10 +3,17 @@
 Tasks call these through `Task.fit` / `Task.evaluate`:
 
     >>> import zoohub
-    >>> clf = zoohub.TextClassifier.from_preset("path/to/bert", num_classes=2)        # doctest: +SKIP
-    >>> history = clf.fit(["good", "bad"], [1, 0], epochs=2, batch_size=2)             # doctest: +SKIP
-    >>> clf.evaluate(["good", "bad"], [1, 0])                                          # doctest: +SKIP
-    {'loss': 0.41, 'accuracy': 1.0}
+    >>> from zoohub.demo import DATA                    # the bundled sentiment sentences
+    >>> from zoohub.tasks.training.files import label_ids, read_labelled
+    >>> clf = zoohub.TextClassifier.from_preset("starter_bert_tiny_en")   # the bundled toy BERT
+    >>> texts, labels = read_labelled(str(DATA / "test.csv"), "text", "label")
+    >>> y = label_ids(labels, clf.labels, "test.csv")
+    >>> result = clf.evaluate(texts, y)                 # before fine-tuning: about chance
+    >>> len(texts), sorted(result)
+    (189, ['accuracy', 'loss'])
+
+`clf.fit(texts, y, epochs=3)` then fine-tunes it in place, on the jax backend: `fit` (in `loop`) has an
+example that trains, and `zoohub.finetune` one that takes string labels.
 
 Parts: `data` (user data -> fixed-shape batches, one adapter per task kind), `optim` (what trains,
 losses, the optax chain), `checkpoint` (per-epoch presets + optimizer state, resume), `loop`,

@@ -116,7 +116,11 @@ def evaluate(task, x, y=None, *, batch_size: int = 32, max_length: int | None = 
     """Loss and accuracy (and perplexity for causal LMs) of the task on labelled data. Works on both backends.
 
     Example:
-        >>> clf.evaluate(["good film", "bad film"], [1, 0])   # {"loss": 0.12, "accuracy": 1.0}  # doctest: +SKIP
+        >>> import zoohub
+        >>> clf = zoohub.TextClassifier.from_preset("starter_bert_tiny_en")   # bundled toy, head untrained
+        >>> result = clf.evaluate(["great film", "awful film", "i loved it"], [1, 0, 1])
+        >>> sorted(result), round(result["loss"], 1)                    # an untrained head: chance, ln 2
+        (['accuracy', 'loss'], 0.7)
     """
     with using(task.backend):
         data = make_dataset(task, x, y, max_length=max_length)
@@ -323,7 +327,15 @@ def fit(task, x, y=None, *, validation_data=None, epochs: int = 1, batch_size: i
         {"loss": [...], "accuracy": [...], "val_loss": [...], ..., "step_loss": [...], "examples_per_second": [...]}
 
     Example:
-        >>> history = clf.fit(texts, labels, epochs=3, validation_data=(val_texts, val_labels))  # doctest: +SKIP
+        >>> import zoohub
+        >>> from zoohub.backend import using
+        >>> with using("jax"):                                    # fit needs the jax backend
+        ...     clf = zoohub.TextClassifier.from_preset("starter_bert_tiny_en")   # the bundled toy BERT
+        >>> texts, labels = ["great film", "awful film", "i loved it", "i hated it"], [1, 0, 1, 0]
+        >>> history = clf.fit(texts, labels, epochs=3, batch_size=2, learning_rate=1e-3, seed=0,
+        ...                   validation_data=(["what a gem", "what a bore"], [1, 0]))
+        >>> history["epoch"], len(history["step_loss"]), [k for k in history if k.startswith("val_")]
+        ([1, 2, 3], 6, ['val_loss', 'val_accuracy'])
     """
     import jax.numpy as jnp
     from tqdm.auto import tqdm
