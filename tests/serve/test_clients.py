@@ -16,7 +16,7 @@ requests = pytest.importorskip("requests")
 openai = pytest.importorskip("openai")
 
 CLIENTS = 32
-RSS_TOLERANCE = 48 << 20
+RSS_TOLERANCE = 16 << 20
 """Growth of the process's RSS allowed over a repeat of the 32-client run (bytes): allocator noise."""
 
 

@@ -128,10 +128,15 @@ def test_cli_serves_until_stopped(server, llama_folders, monkeypatch, capsys):
     thread.start()
     try:
         deadline = time.monotonic() + 60
-        while not (started and started[0].server.started) and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
         url = f"http://127.0.0.1:{port}"
-        assert requests.get(url + "/health", timeout=10).json()["status"] == "ok"
+        health = None
+        while thread.is_alive() and time.monotonic() < deadline:   # "loading" (503) while the engines warm up
+            if started and started[0].server.started:
+                health = requests.get(url + "/health", timeout=10)
+                if health.status_code == 200:
+                    break
+            time.sleep(0.05)
+        assert health is not None and health.json()["status"] == "ok", health and health.text
         ids = [m["id"] for m in requests.get(url + "/v1/models", timeout=10).json()["data"]]
         assert ids == [str(llama_folders["tiny-a"]), str(llama_folders["tiny-b"])]
         r = post(url + "/v1/completions", {"model": ids[1], "prompt": "the cat", "max_tokens": 3})
