@@ -24,6 +24,11 @@ def test_models_health_and_metrics(server):
     card = requests.get(server.url + "/v1/models/tiny-a").json()
     assert card["id"] == "tiny-a" and card["context"] == CONTEXT and card["ready"] and card["family"] == "llama"
     assert_error(requests.get(server.url + "/v1/models/nope"), 404, "model")
+    # A request never names a file to read: a path or a folder as the model is just an unknown name.
+    folder = str(server.served[0].loaded_from)
+    for name in ("../../etc/passwd", "/etc/passwd", folder):
+        assert_error(requests.get(server.url + "/v1/models/" + name), 404)
+        assert_error(post(server.url + "/v1/completions", {"model": name, "prompt": "a"}), 404, "model")
     health = requests.get(server.url + "/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
     complete(server, max_tokens=3)

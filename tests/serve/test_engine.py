@@ -186,3 +186,15 @@ def test_a_failed_engine_tells_every_request_and_takes_no_more(llama_folders):
     with pytest.raises(RuntimeError, match="device lost"):
         engine.wait_ready(1)
     engine.stop()
+
+
+def test_a_failing_sink_cancels_only_its_request(server, engine, references):
+    def broken(event):
+        raise RuntimeError("event loop is closed")
+
+    bad = greedy(prompts()[1], 30)
+    bad.sink = broken
+    engine.submit(bad)
+    got = run_requests(engine, [greedy(p, m) for p, m in zip(prompts(), MAX_TOKENS)])
+    assert [r.tokens for r in got] == references
+    assert bad._cancelled and bad.generated < 30 and engine.failure is None and engine.running() == 0

@@ -274,7 +274,7 @@ class Engine:
                 break
         for r in [*self._rows, *self._waiting]:
             if r is not None:
-                r.sink(("error", message))
+                _send(r, ("error", message))
         self._rows = [None] * self.slots
         self._waiting.clear()
 
@@ -287,7 +287,7 @@ class Engine:
         for r in [r for r in self._waiting if r._cancelled]:
             self._waiting.remove(r)
             self.stats.cancelled += 1
-            r.sink(("done", "cancelled"))
+            _send(r, ("done", "cancelled"))
         for row in range(self.slots):
             if self._rows[row] is None and self._waiting:
                 r = self._waiting.popleft()
@@ -302,7 +302,7 @@ class Engine:
         self._rows[row] = None
         self._lengths[row] = 0
         self._last[row] = 0
-        r.sink(event)
+        _send(r, event)
 
     def _step(self) -> None:
         for row, r in enumerate(self._rows):
@@ -371,11 +371,21 @@ class Engine:
         self.stats.generated_tokens += 1
         self.stats.recent.append((now, 1))
         self._last[r._row] = token
-        r.sink(("token", token, chosen, top))
+        _send(r, ("token", token, chosen, top))
         if token in r.stop_token_ids:
             self._free(r._row, ("done", "stop"))
         elif r.generated >= r.max_tokens:
             self._free(r._row, ("done", "length"))
+
+
+def _send(r: Request, event: tuple) -> None:
+    """Hand `event` to the request's sink; a sink that fails (its event loop closed) cancels that
+    request only, never the engine and the others' requests."""
+    try:
+        r.sink(event)
+    except Exception:  # noqa: BLE001
+        log.warning("a request's sink failed; cancelling it", exc_info=True)
+        r.cancel()
 
 
 # ---- the two programs, per backend -------------------------------------------------------------------
