@@ -145,6 +145,8 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=64, help="completion tokens per request at most")
     parser.add_argument("--requests", type=int, default=2, help="requests per client at each level")
     parser.add_argument("--slots", type=int, default=16, help="engine slots (the largest level fits)")
+    parser.add_argument("--prefill-chunk", type=int, default=64, help="engine prompt tokens per prefill step")
+    parser.add_argument("--baseline", type=int, default=4, help="requests transformers serves for the ratio")
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrent clients, comma separated")
     parser.add_argument("--backend", choices=("jax", "numpy"), default="jax")
     args = parser.parse_args()
@@ -160,11 +162,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         params = make_checkpoint(folder, args.size)
         started = time.perf_counter()
-        served = load_served(folder, name="bench", slots=args.slots, context=args.prompt + args.new, prefill_chunk=64)
+        served = load_served(folder, name="bench", slots=args.slots, context=args.prompt + args.new,
+                             prefill_chunk=args.prefill_chunk)
         loaded = time.perf_counter() - started
         server = ServerThread([served]).start()
         ready = time.perf_counter() - started
         engine = served.engine
+        served_chunk = engine.prefill_chunk
         try:
             stream_one(server.url, prompts[0], 4)  # the HTTP path once, untimed
             rows = [run_level(server.url, engine, prompts, c, args.requests, args.new) for c in levels]
@@ -172,10 +176,10 @@ def main() -> None:
             server.stop()
         del served, engine
         jobs = [job for row in rows for job in row["done"]]
-        reference = transformers_sequential(folder, jobs[:max(4, 2 * args.requests)])
+        reference = transformers_sequential(folder, jobs[:args.baseline])
 
     print(f"\n{args.size}: {params / 1e6:.1f}M parameters, {args.backend} float32, {args.slots} slots of "
-          f"{args.prompt + args.new} tokens, prompts {args.prompt} tokens, <= {args.new} new, "
+          f"{args.prompt + args.new} tokens, prefill chunk {served_chunk}, prompts {args.prompt} tokens, <= {args.new} new, "
           f"{args.requests} requests per client; {os.cpu_count()} CPUs")
     print(f"startup: load {loaded:.1f} s, ready (every bucket compiled) {ready:.1f} s\n")
     print("| clients | requests | tokens | aggregate tok/s | x 1 client | TTFT p50 (s) | TTFT p99 (s) | mean decode batch | x transformers |")
@@ -184,7 +188,7 @@ def main() -> None:
     for r in rows:
         print(f"| {r['clients']} | {r['requests']} | {r['tokens']} | {r['tok_s']:.1f} | {r['tok_s'] / base:.2f} | "
               f"{r['ttft_p50']:.3f} | {r['ttft_p99']:.3f} | {r['batch']:.2f} | {r['tok_s'] / reference['tok_s']:.2f} |")
-    print(f"| transformers generate, one at a time | {len(jobs[:max(4, 2 * args.requests)])} | {reference['tokens']} | "
+    print(f"| transformers generate, one at a time | {len(jobs[:args.baseline])} | {reference['tokens']} | "
           f"{reference['tok_s']:.1f} | | {reference['ttft_p50']:.3f} | | 1 | 1.00 |")
 
 
