@@ -121,10 +121,10 @@ def _random(cls, config):
 
 
 TOYS = {  # folder under zoohub/data -> zoohub.json metadata (besides the manifest) and the builder
-    "toy-llama-tiny": (dict(preset_name="toy_llama_tiny", task="causal_lm", architecture="LlamaForCausalLM"), llama),
-    "toy-vit-tiny": (dict(preset_name="toy_vit_tiny", task="image_classifier", architecture="ViTForImageClassification",
+    "toy-llama-tiny": (dict(preset_name="toy_llama", task="causal_lm", architecture="LlamaForCausalLM"), llama),
+    "toy-vit-tiny": (dict(preset_name="toy_vit", task="image_classifier", architecture="ViTForImageClassification",
                           preprocessing={"image_size": [32, 32]}), vit),
-    "toy-bert-mlm-tiny": (dict(preset_name="toy_bert_mlm_tiny", task="masked_lm", architecture="BertForMaskedLM",
+    "toy-bert-mlm-tiny": (dict(preset_name="toy_bert_mlm", task="masked_lm", architecture="BertForMaskedLM",
                                preprocessing={"sequence_length": 64}), bert_mlm),
 }
 

@@ -29,7 +29,7 @@ TEXTS = ["great film", "what a waste of time, honestly!", "zebras quantum café 
 
 
 def test_the_toys_are_registered_and_bundled():
-    assert {"toy_llama_tiny", "toy_vit_tiny", "toy_bert_mlm_tiny", "starter_bert_tiny_en"} <= set(BUNDLED)
+    assert {"toy_llama", "toy_vit", "toy_bert_mlm", "starter_bert_tiny_en"} <= set(BUNDLED)
     for name in BUNDLED:
         row = registry.get_preset(name)
         folder = DATA / row.bundled
@@ -108,7 +108,7 @@ def test_tokenizes_as_transformers(loaded, name):
 
 def test_toy_llama_generates_as_transformers_greedy(loaded):
     # numpy only: jax generation is checked against numpy by the generation tests, and compiling it costs seconds.
-    on_numpy, _, reference, folder = loaded["toy_llama_tiny"]
+    on_numpy, _, reference, folder = loaded["toy_llama"]
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     ids = tokenizer("the film was", return_tensors="pt")
     with torch.no_grad():

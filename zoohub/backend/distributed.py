@@ -12,7 +12,7 @@ transport: the coordinator, heartbeats and collectives are JAX's (gloo over TCP 
     >>> zoohub.distributed.initialize()             # joins the others; needs them  # doctest: +SKIP
     >>> mesh = make_mesh(model=1)                  # e.g. model=8: 8-way tensor parallel over all the processes
     >>> with zoohub.backend.using("jax"):
-    ...     lm = zoohub.CausalLM.from_preset("toy_llama_tiny", mesh=mesh)   # the bundled toy
+    ...     lm = zoohub.CausalLM.from_preset("toy_llama", mesh=mesh)   # the bundled toy
     >>> lm.mesh.axis_names
     ('data', 'model')
 

@@ -16,7 +16,7 @@ class Backbone(TextTask):
         >>> backbone = zoohub.Backbone.from_preset("starter_bert_tiny_en")   # bundled toy BERT, 64 wide
         >>> backbone.predict(["great film", "i loved it"]).shape             # [B, T, D], T = longest input
         (2, 5, 64)
-        >>> vit = zoohub.Backbone.from_preset("toy_vit_tiny")                 # images: [N, 1 + patches, D]
+        >>> vit = zoohub.Backbone.from_preset("toy_vit")                 # images: [N, 1 + patches, D]
         >>> vit.predict([np.zeros((32, 32, 3), np.uint8)]).shape
         (1, 17, 32)
     """

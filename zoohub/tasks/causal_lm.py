@@ -29,7 +29,7 @@ class CausalLMPreprocessor:
 
     Example:
         >>> from zoohub.presets.resolve import resolve_preset
-        >>> pre = CausalLMPreprocessor(Tokenizer.from_folder(resolve_preset("toy_llama_tiny")))  # bundled toy
+        >>> pre = CausalLMPreprocessor(Tokenizer.from_folder(resolve_preset("toy_llama")))  # bundled toy
         >>> batch = pre(["the film", "great"])             # "<s>" from the tokenizer, padded on the left
         >>> batch["input_ids"].shape, batch["attention_mask"].tolist()
         ((2, 5), [[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
@@ -67,13 +67,13 @@ class CausalLM(Task):
     """A decoder language model with transformers' `...ForCausalLM` / `GPT2LMHeadModel` weights.
 
     Example:
-        The bundled `toy_llama_tiny` is a random toy (its text is noise); real ones are e.g.
+        The bundled `toy_llama` is a random toy (its text is noise); real ones are e.g.
         "smollm2_135m_instruct" (downloaded once). The numpy backend needs no compiling: quickest here.
 
         >>> import tempfile, zoohub
         >>> from zoohub.backend import using
         >>> with using("numpy"):
-        ...     lm = zoohub.CausalLM.from_preset("toy_llama_tiny")
+        ...     lm = zoohub.CausalLM.from_preset("toy_llama")
         >>> lm
         CausalLM(llama, 30,880 params, backend=numpy)
         >>> lm.generate("the film was", max_new_tokens=8)                       # greedy

@@ -61,11 +61,11 @@ class ImageClassifier(LabelledHead, Task):
     its head), `labels` (names, in class order), `batch_size`, `dtype`.
 
     Example:
-        The bundled `toy_vit_tiny` is a random toy (32x32 images, 3 classes); real ones are e.g.
+        The bundled `toy_vit` is a random toy (32x32 images, 3 classes); real ones are e.g.
         "vit_base_patch16_224_imagenet" (downloaded once), with ImageNet's 1000 labels.
 
         >>> import numpy as np, zoohub
-        >>> vit = zoohub.ImageClassifier.from_preset("toy_vit_tiny")
+        >>> vit = zoohub.ImageClassifier.from_preset("toy_vit")
         >>> vit.labels
         ['LABEL_0', 'LABEL_1', 'LABEL_2']
         >>> images = np.random.default_rng(0).integers(0, 256, (4, 48, 40, 3), dtype=np.uint8)  # resized to 32x32
@@ -74,7 +74,7 @@ class ImageClassifier(LabelledHead, Task):
         >>> best = vit.top_k(images, k=2)                                   # per image: the k best (label, p)
         >>> len(best), len(best[0]), best[0][0][0] in vit.labels
         (4, 2, True)
-        >>> vit = zoohub.ImageClassifier.from_preset("toy_vit_tiny", num_classes=2, labels=["cat", "dog"])  # new head
+        >>> vit = zoohub.ImageClassifier.from_preset("toy_vit", num_classes=2, labels=["cat", "dog"])  # new head
         >>> vit.predict(images).shape           # fine-tune it with vit.fit(images, labels) (zoohub.tasks.training)
         (4, 2)
     """

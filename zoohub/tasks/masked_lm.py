@@ -12,11 +12,11 @@ class MaskedLM(TextTask):
     """Masked language model (`BertForMaskedLM`, `RobertaForMaskedLM`, `DistilBertForMaskedLM`).
 
     Example:
-        The bundled `toy_bert_mlm_tiny` is a random toy, so its guesses mean nothing; real ones are e.g.
+        The bundled `toy_bert_mlm` is a random toy, so its guesses mean nothing; real ones are e.g.
         "bert_base_en_uncased" (downloaded once).
 
         >>> import zoohub
-        >>> mlm = zoohub.MaskedLM.from_preset("toy_bert_mlm_tiny")
+        >>> mlm = zoohub.MaskedLM.from_preset("toy_bert_mlm")
         >>> mlm.predict(["the film was [MASK]."]).shape                     # [B, T, V]
         (1, 7, 498)
         >>> found = mlm.fill_mask(["the [MASK] was [MASK].", "great [MASK]"], top_k=3)  # per text, per mask
