@@ -47,6 +47,7 @@ FAMILY_MODULES: dict[str, str] = {
     "qwen3_moe": "zoohub.backbones.moe_decoders",
     "olmoe": "zoohub.backbones.moe_decoders",
     "gpt_oss": "zoohub.backbones.gpt_oss",
+    "deepseek_v3": "zoohub.backbones.deepseek_v3",
     "vit": "zoohub.backbones.vit",
 }
 

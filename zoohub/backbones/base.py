@@ -285,6 +285,11 @@ class Family:
     leading expert axis for the grouped expert matmul (`zoohub.layers.moe`): the checkpoint's
     `layers.{i}.mlp.experts.{e}.gate_proj.weight` [F, D] are held as `layers.mlp.experts.gate_proj.weight`
     [L, E, F, D]; saving writes them back per expert. None: no experts."""
+    trailing_layers: str | None = None
+    """Regex of stacked layer tensors that only the last layers have (DeepSeek-V3's MoE blocks, after
+    `first_k_dense_replace` dense layers): held as [L - k, ...] and saved back as layers k..L-1, while
+    tensors every layer has are [L, ...] and those of the first layers only [k, ...]. None: every
+    stacked tensor starts at layer 0."""
     aux_loss: Callable[..., Any] | None = None
     """(config, aux, inputs) -> (auxiliary loss, its weight in the training loss) for a family whose
     forward takes `aux=` (a dict it fills, e.g. with MoE router logits); `fit` adds weight * loss to

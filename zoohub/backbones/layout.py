@@ -43,8 +43,11 @@ class LayerStack:
         return out if dtype is None else out.astype(dtype)
 
 
-def _stack(flat: Mapping[str, np.ndarray], pattern: re.Pattern, what: str) -> dict:
-    """Tensors whose names match `pattern` (groups: head, index, tail) -> one `head.tail` LayerStack each."""
+def _stack(flat: Mapping[str, np.ndarray], pattern: re.Pattern, what: str, trailing: bool = False) -> dict:
+    """Tensors whose names match `pattern` (groups: head, index, tail) -> one `head.tail` LayerStack each.
+
+    Each tensor's indices run 0..n-1; with `trailing`, a run may instead end at the last index of all
+    (a tensor only the last layers have: `Family.trailing_layers`)."""
     out, groups = {}, {}
     for name, value in flat.items():
         match = pattern.match(name)
@@ -52,18 +55,23 @@ def _stack(flat: Mapping[str, np.ndarray], pattern: re.Pattern, what: str) -> di
             out[name] = value
         else:
             groups.setdefault(f"{match.group(1)}.{match.group(3)}", {})[int(match.group(2))] = value
+    last = max((max(parts) for parts in groups.values()), default=0)
     for name, parts in groups.items():
-        if sorted(parts) != list(range(len(parts))):
-            raise ValueError(f"{name}: {what} {sorted(parts)} are not numbered 0..{len(parts) - 1}")
-        out[name] = LayerStack([parts[i] for i in range(len(parts))])
+        first = last + 1 - len(parts) if trailing and min(parts) else 0
+        if sorted(parts) != list(range(first, first + len(parts))):
+            ends = f"{first}..{last}" if first else f"0..{len(parts) - 1}"
+            raise ValueError(f"{name}: {what} {sorted(parts)} are not numbered {ends}")
+        out[name] = LayerStack([parts[i] for i in sorted(parts)])
     return out
 
 
 def stack_layers(flat: Mapping[str, np.ndarray], path: str | None) -> dict:
-    """`path.{i}.name` tensors -> one `path.name` LayerStack each; other tensors unchanged."""
+    """`path.{i}.name` tensors -> one `path.name` LayerStack each; other tensors unchanged. A tensor
+    that only the last layers have (numbered k..L-1, e.g. DeepSeek-V3's MoE blocks after its dense
+    first layers) stacks to [L - k, ...]; `unstack_layers` numbers it back from L - k."""
     if path is None:
         return dict(flat)
-    return _stack(flat, re.compile("(" + re.escape(path) + r")\.(\d+)\.(.+)$"), "layers")
+    return _stack(flat, re.compile("(" + re.escape(path) + r")\.(\d+)\.(.+)$"), "layers", trailing=True)
 
 
 def is_stacked(name: str, path: str | None) -> bool:
@@ -75,12 +83,21 @@ def layer_name(name: str, path: str, index: int) -> str:
     return f"{path}.{index}.{name[len(path) + 1:]}"
 
 
-def unstack_layers(flat: Mapping[str, np.ndarray], path: str | None) -> dict[str, np.ndarray]:
-    """The inverse of `stack_layers` on host arrays: views, one per layer, under the checkpoint's names."""
+def first_layer(name: str, count: int, total: int, trailing: str | None) -> int:
+    """The checkpoint index of row 0 of stacked tensor `name` ([count, ...] of `total` layers): 0, or
+    total - count for a tensor of the last layers only (`trailing`: `Family.trailing_layers`)."""
+    return total - count if trailing and re.search(trailing, name) else 0
+
+
+def unstack_layers(flat: Mapping[str, np.ndarray], path: str | None, trailing: str | None = None) -> dict[str, np.ndarray]:
+    """The inverse of `stack_layers` on host arrays: views, one per layer, under the checkpoint's names
+    (`trailing`: a regex of the stacked tensors that the last layers only have, `Family.trailing_layers`)."""
+    total = max((v.shape[0] for k, v in flat.items() if is_stacked(k, path)), default=0)
     out = {}
     for name, value in flat.items():
         if is_stacked(name, path):
-            out.update({layer_name(name, path, i): value[i] for i in range(value.shape[0])})
+            first = first_layer(name, value.shape[0], total, trailing)
+            out.update({layer_name(name, path, first + i): value[i] for i in range(value.shape[0])})
         else:
             out[name] = value
     return out
@@ -118,7 +135,7 @@ def to_layout(flat: Mapping[str, np.ndarray], family: Family, head: Head | None)
 
 def from_layout(flat: Mapping[str, np.ndarray], family: Family, head: Head | None) -> dict[str, np.ndarray]:
     """Task-layout host arrays -> the checkpoint's names (the inverse of `to_layout`)."""
-    return unstack_experts(unstack_layers(flat, family.layers_path(head)), family.experts)
+    return unstack_experts(unstack_layers(flat, family.layers_path(head), family.trailing_layers), family.experts)
 
 
 def tensor_spec(family: Family, name: str, stacked: bool) -> tuple | None:

@@ -125,6 +125,14 @@ ROWS: list[dict] = [
          description="gpt-oss-20b in bfloat16 (24 layers, 32 experts, top-4, attention sinks, alternating "
                      "128-token sliding window; 3.6B active), harmony chat template.",
          params=20_914_757_184, license="apache-2.0", task="causal_lm", family="gpt_oss"),
+    # deepseek-ai ships DeepSeek-V3 in block-quantized FP8, which zoohub refuses; unsloth's copy of the MIT-licensed
+    # V3-0324 update holds the weights converted to bfloat16 (same architecture as V3). No public cache path shows a
+    # commit: unpinned. The count is the config's tensors less the multi-token-prediction layer 61, which the repo
+    # stores and zoohub (as transformers) skips; a config.json that kept the FP8 quantization_config is refused by name.
+    dict(name="deepseek_v3_0324", handle="hf://unsloth/DeepSeek-V3-0324-BF16", revision=None,
+         description="DeepSeek-V3-0324 in bfloat16 (61 layers: 3 dense then 58 MoE with 256 experts, top-8 in 4 of 8 "
+                     "groups plus a shared expert; multi-head latent attention, YaRN to 160k; ~37B active).",
+         params=671_026_419_200, license="mit", task="causal_lm", family="deepseek_v3"),
     # Classic decoders. Counts take tied embeddings once. Unpinned rows (revision None): no commit of
     # theirs was found in public cache paths.
     dict(name="opt_125m", handle="hf://facebook/opt-125m", revision="27dcfa74d334bc871f3234de431e71c6eeba5dd6",

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoohub.backbones.layout import is_stacked, layer_name, to_layout
+from zoohub.backbones.layout import first_layer, is_stacked, layer_name, to_layout
 from zoohub.backend import ops
 from zoohub.errors import CorruptFileError, InputError, MissingFileError, UnsupportedConfigError
 from zoohub.hub import confine
@@ -86,7 +86,10 @@ def module_layers(task, path: str, flat: dict) -> list[tuple[int | None, str]]:
     layers = _layers(task)
     if not is_stacked(path, layers):
         return [(None, path)]
-    return [(i, layer_name(path, layers, i)) for i in range(flat[path + ".weight"].shape[0])]
+    count = flat[path + ".weight"].shape[0]
+    total = max(v.shape[0] for k, v in flat.items() if is_stacked(k, layers) and k.endswith(".weight"))
+    first = first_layer(path, count, total, task.family.trailing_layers)  # a module of the last layers only
+    return [(i, layer_name(path, layers, first + i)) for i in range(count)]
 
 
 def _matches(name: str, targets) -> bool:
