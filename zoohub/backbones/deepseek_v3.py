@@ -277,7 +277,8 @@ def forward(params, config: DeepseekV3Config, inputs, *, rng=None, cache: KVCach
 def shapes(c: DeepseekV3Config) -> dict[str, tuple]:
     d, n, e, f = c.hidden_size, c.num_attention_heads, c.n_routed_experts, c.moe_intermediate_size
     out = {"embed_tokens.weight": (c.vocab_size, d), "norm.weight": (d,)}
-    attn = {"kv_a_proj_with_mqa.weight": (c.kv_lora_rank + c.qk_rope_head_dim, d), "kv_a_layernorm.weight": (c.kv_lora_rank,),
+    attn = {"kv_a_proj_with_mqa.weight": (c.kv_lora_rank + c.qk_rope_head_dim, d),
+            "kv_a_layernorm.weight": (c.kv_lora_rank,),
             "kv_b_proj.weight": (n * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank),
             "o_proj.weight": (d, n * c.v_head_dim)}
     if c.q_lora_rank is None:
@@ -326,7 +327,8 @@ FAMILIES = {
         forward=forward, shapes=shapes, heads={"causal_lm": LM_HEAD}, embeddings="embed_tokens",
         # V3's multi-token-prediction layer (model.layers.61), which transformers skips on load too
         ignored=IGNORED + (r"(^|\.)layers\.61\.",),
-        layers="layers", experts="mlp.experts", trailing_layers=r"(^|\.)layers\.mlp\.(gate|experts|shared_experts)\.",
+        layers="layers", experts="mlp.experts",
+        trailing_layers=r"(^|\.)layers\.mlp\.(gate|experts|shared_experts)(\.|$)",  # the sparse block's tensors
         lora_targets=("q_b_proj", "q_proj", "kv_b_proj"), sharding=DEEPSEEK_SHARDING,
         # 1 dense + 2 sparse layers; keys 20 wide (12 + 8 rope), values 10; a q bottleneck; 8 experts in 4
         # groups (2 kept), top 3, 2 shared; YaRN with an mscale pair (so the softmax scale has mscale ** 2)

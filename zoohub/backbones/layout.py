@@ -89,7 +89,8 @@ def first_layer(name: str, count: int, total: int, trailing: str | None) -> int:
     return total - count if trailing and re.search(trailing, name) else 0
 
 
-def unstack_layers(flat: Mapping[str, np.ndarray], path: str | None, trailing: str | None = None) -> dict[str, np.ndarray]:
+def unstack_layers(flat: Mapping[str, np.ndarray], path: str | None,
+                   trailing: str | None = None) -> dict[str, np.ndarray]:
     """The inverse of `stack_layers` on host arrays: views, one per layer, under the checkpoint's names
     (`trailing`: a regex of the stacked tensors that the last layers only have, `Family.trailing_layers`)."""
     total = max((v.shape[0] for k, v in flat.items() if is_stacked(k, path)), default=0)
