@@ -21,8 +21,12 @@ def fetch(handle: Handle, *, gguf_file: str | None = None) -> Path:
     a single .gguf file gets that one).
 
     Example:
-        >>> from zoohub.hub import fetch, parse_handle
-        >>> folder = fetch(parse_handle("hf://google-bert/bert-base-uncased"))  # doctest: +SKIP
+        >>> import pathlib, zoohub
+        >>> from zoohub.hub import fetch, parse_handle, path_handle
+        >>> starter = pathlib.Path(zoohub.__file__).resolve().parent / "data" / "starter-bert-tiny"
+        >>> fetch(path_handle(starter)) == starter           # a local folder: checked (zoohub.json), not copied
+        True
+        >>> folder = fetch(parse_handle("hf://google-bert/bert-base-uncased"))  # downloads  # doctest: +SKIP
     """
     if handle.scheme == "hf":
         from zoohub.hub import hf
