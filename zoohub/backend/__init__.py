@@ -1,8 +1,8 @@
 """The selected array backend: "jax" (default when installed) or "numpy" (inference only).
 
     >>> import zoohub
-    >>> zoohub.set_backend("numpy")
-    >>> zoohub.get_backend()
+    >>> with zoohub.backend.using("numpy"):   # a block on one backend; zoohub.set_backend sets the default
+    ...     zoohub.get_backend()
     'numpy'
 
 Layers call `ops()` at trace/call time, so one layer function serves both backends.
@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import threading
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -21,6 +22,7 @@ from zoohub.errors import BackendError
 
 BACKENDS = ("jax", "numpy")
 _selected: str | None = None
+_block = threading.local()  # `using` blocks: per thread, so a server's engine threads cannot flip each other
 _ops_cache: dict[str, ModuleType] = {}
 
 
@@ -40,18 +42,25 @@ def _jax_installed() -> bool:
         return False
 
 
-def set_backend(name: str) -> None:
-    """Select the backend for models built from now on ("jax" or "numpy")."""
+def _check(name: str) -> None:
     if name not in BACKENDS:
         raise BackendError(f"backend {name!r} is not one of {BACKENDS}")
     if name == "jax" and not _jax_installed():
         raise BackendError("backend 'jax' needs jax: pip install jax optax")
+
+
+def set_backend(name: str) -> None:
+    """Select the backend for models built from now on ("jax" or "numpy"), in every thread."""
+    _check(name)
     global _selected
     _selected = name
 
 
 def get_backend() -> str:
-    """The name of the selected backend."""
+    """The name of the selected backend: this thread's `using` block's, else the process default."""
+    inner = getattr(_block, "name", None)
+    if inner is not None:
+        return inner
     global _selected
     if _selected is None:
         _selected = _default()
@@ -60,14 +69,15 @@ def get_backend() -> str:
 
 @contextlib.contextmanager
 def using(name: str) -> Iterator[None]:
-    """Run a block on one backend (a model keeps the backend it was built on)."""
-    global _selected
-    previous = get_backend()
-    _selected = name
+    """Run a block on one backend in this thread (a model keeps the backend it was built on); other
+    threads keep theirs."""
+    _check(name)
+    previous = getattr(_block, "name", None)
+    _block.name = name
     try:
         yield
     finally:
-        _selected = previous
+        _block.name = previous
 
 
 def ops(name: str | None = None) -> ModuleType:

@@ -7,10 +7,17 @@ Parts: `engine` (slots over one static KV cache, chunked prefill, bucketed compi
 `openai_api` (request fields and response shapes), `app` (the starlette app), `static/index.html`
 (the page at /). Needs the `serve` extra: pip install "zoohub[serve]".
 
-    >>> from zoohub.serve import load_served, ServerThread           # doctest: +SKIP
-    >>> server = ServerThread([load_served("path/to/llama")]).start()  # doctest: +SKIP
-    >>> server.url                                                     # doctest: +SKIP
-    'http://127.0.0.1:38411'
+    >>> import json, urllib.request
+    >>> from zoohub.backend import using
+    >>> from zoohub.serve import load_served, ServerThread
+    >>> with using("numpy"):                                   # the bundled toy, served eagerly
+    ...     served = load_served("toy_llama", slots=2, context=64)
+    >>> server = ServerThread([served]).start()                # on 127.0.0.1, a free port
+    >>> body = json.dumps({"model": "toy_llama", "prompt": "great film", "max_tokens": 4, "temperature": 0})
+    >>> reply = json.load(urllib.request.urlopen(server.url + "/v1/completions", body.encode()))
+    >>> reply["usage"], reply["choices"][0]["finish_reason"]
+    ({'prompt_tokens': 6, 'completion_tokens': 4, 'total_tokens': 10}, 'length')
+    >>> server.stop()
 """
 from __future__ import annotations
 

@@ -1,8 +1,14 @@
 """The HTTP app (starlette, run by uvicorn): OpenAI's endpoints over the batching engines, /health,
 /metrics (Prometheus text) and the web page at /.
 
-    >>> from zoohub.serve.app import build_app, Served                 # doctest: +SKIP
-    >>> app = build_app([Served.load("smollm2_135m_instruct")])         # doctest: +SKIP
+    >>> from starlette.testclient import TestClient
+    >>> from zoohub.backend import using
+    >>> from zoohub.serve import load_served
+    >>> with using("numpy"):
+    ...     served = load_served("toy_llama", slots=1, context=64)
+    >>> client = TestClient(build_app([served]))                # the engine is not started: no completions
+    >>> [m["id"] for m in client.get("/v1/models").json()["data"]], client.get("/health").status_code
+    (['toy_llama'], 503)
 
 Text is made on the event loop: each choice's tokens go through `TextStream` (stop strings, held-back
 partial characters) as `CausalLM.generate(stream=True)` does; a stop string cancels the engine request.

@@ -15,9 +15,16 @@ Tokens are chosen on the host from the step's logits: greedy rows take the devic
 sample draw Gumbel noise from their own `numpy.random.Generator(seed)`, as the numpy decode loop
 does, so a seed gives the same text at any load.
 
-    >>> engine = Engine(lm, slots=8, context=1024)                       # doctest: +SKIP
-    >>> engine.start(); engine.wait_ready()                              # doctest: +SKIP
-    >>> request = engine.submit(Request(prompt=[1, 5, 7], max_tokens=16)) # doctest: +SKIP
+    >>> import queue, zoohub
+    >>> from zoohub.backend import using
+    >>> with using("numpy"):
+    ...     lm = zoohub.CausalLM.from_preset("toy_llama")
+    >>> engine = Engine(lm, slots=2, context=64).start()
+    >>> events = queue.Queue()
+    >>> request = engine.submit(Request(prompt=[1, 5, 7], max_tokens=3, sink=events.put))
+    >>> [events.get(timeout=30)[0] for _ in range(4)]
+    ['token', 'token', 'token', 'done']
+    >>> engine.stop()
 """
 from __future__ import annotations
 
