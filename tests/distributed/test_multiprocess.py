@@ -16,6 +16,9 @@ import zoohub
 from tests.distributed.launch import check, launch
 from tests.tiny import SENTENCES
 
+# One worker runs the module: its module fixtures (a whole 2-process run) must not run once per xdist worker.
+pytestmark = pytest.mark.xdist_group("distributed")
+
 TEXTS = (SENTENCES * 3)[:16]
 FIT = {"batch_size": 8, "learning_rate": 1e-2, "seed": 1, "verbose": False}  # 2 steps per epoch
 IDS = np.random.default_rng(0).integers(3, 97, size=(2, 7))
