@@ -1,6 +1,7 @@
 """Suite-wide settings: quiet progress bars, no network, CPU only."""
 import os
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("ZOOHUB_QUIET", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -39,3 +40,18 @@ def tiny(tmp_path_factory):
     from tests.tiny import TinyCheckpoints
 
     return TinyCheckpoints(tmp_path_factory.mktemp("tiny"))
+
+
+# Modules whose module-scoped fixtures are costly (servers, fitted models, launched processes): each runs
+# on one xdist worker (--dist loadgroup in scripts/test.sh), so those fixtures are built once, not per worker.
+ONE_WORKER_MODULES = ("training/test_resume_lora.py", "training/test_fit.py", "hub/test_hub_gguf.py",
+                      "hub/test_hub_hf_failures.py", "reliability/test_disk_full.py", "reliability/test_kill.py",
+                      "reliability/test_concurrency.py", "reliability/test_network_faults.py", "cli/test_cli.py")
+
+
+def pytest_collection_modifyitems(items):
+    root = Path(__file__).parent
+    for item in items:
+        path = Path(str(item.fspath))
+        if root in path.parents and path.relative_to(root).as_posix() in ONE_WORKER_MODULES:
+            item.add_marker(pytest.mark.xdist_group(path.stem))

@@ -38,21 +38,30 @@ def llama(tiny):
     return tiny.folder("llama", "causal_lm")
 
 
+# Both runs are kept for the worker's life: an xdist worker that does not yet know its next test tears
+# module fixtures down, and the two-process run alone takes over a minute on 2 cores.
+_RUNS: dict = {}
+
+
 @pytest.fixture(scope="module")
 def together(llama, tmp_path_factory):
     """(output folder, [result of process 0, result of process 1]) of the whole two-process run."""
-    out = tmp_path_factory.mktemp("two-processes")
-    _inputs(out, llama)
-    return out, check(launch("all", out, timeout=300))
+    if "together" not in _RUNS:
+        out = tmp_path_factory.mktemp("two-processes")
+        _inputs(out, llama)
+        _RUNS["together"] = out, check(launch("all", out, timeout=300))
+    return _RUNS["together"]
 
 
 @pytest.fixture(scope="module")
 def alone(llama):
     """The same work in one process on one device: logits, tokens, and the step losses of 3 epochs."""
-    lm = zoohub.CausalLM.from_preset(llama)
-    return {"task": lm, "logits": lm.logits(TOKENS),
-            "generate": lm.generate_tokens(TOKENS, max_new_tokens=8, stop_token_ids=[]),
-            "steps": lm.fit(TEXTS, epochs=3, **FIT)["step_loss"]}
+    if "alone" not in _RUNS:
+        lm = zoohub.CausalLM.from_preset(llama)
+        _RUNS["alone"] = {"task": lm, "logits": lm.logits(TOKENS),
+                          "generate": lm.generate_tokens(TOKENS, max_new_tokens=8, stop_token_ids=[]),
+                          "steps": lm.fit(TEXTS, epochs=3, **FIT)["step_loss"]}
+    return _RUNS["alone"]
 
 
 def _close(a, b) -> float:
