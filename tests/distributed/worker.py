@@ -129,6 +129,11 @@ elif scenario in ("exit", "freeze"):
     lm.logits(tokens)  # both processes computed together once
     save(calls_after=0)
     if rank == 1:
+        # Leave only once process 0 has its result of the joint call too: a collective can return here
+        # before the other side has received everything, and leaving then would fail that first call.
+        deadline = time.monotonic() + 60
+        while not (out / "result-0.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         if scenario == "exit":
             os._exit(3)  # no shutdown, no goodbye: its sockets close
         os.kill(os.getpid(), signal.SIGSTOP)  # a hung host: sockets stay open, heartbeats stop
