@@ -38,3 +38,10 @@ def left_padded_batch(seed: int = 0, lengths=(11, 7, 3)):
         mask[i, t - n:] = 1
     pos = np.where(mask == 1, np.cumsum(mask, 1) - 1, 1)
     return ids, mask, pos
+
+
+def torch_logits(model, ids, mask, pos) -> np.ndarray:
+    """transformers' logits of a left-padded batch (see `left_padded_batch`)."""
+    with torch.no_grad():
+        return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                     position_ids=torch.tensor(pos)).logits.numpy()

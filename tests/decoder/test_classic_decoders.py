@@ -22,13 +22,8 @@ from zoohub.tasks.generation import trim_row
 
 from tests.tiny import build
 
-from .conftest import left_padded_batch, torch, transformers
+from .conftest import left_padded_batch, torch, torch_logits, transformers
 
-
-def _torch_logits(model, ids, mask, pos):
-    with torch.no_grad():
-        return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                     position_ids=torch.tensor(pos)).logits.numpy()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +55,7 @@ def test_the_other_setting_of_each_switch_matches_transformers(variants, model_t
     zoohub.set_backend(backend)
     lm = zoohub.CausalLM.from_preset(folder)
     ids, mask, pos = left_padded_batch(seed=11)
-    assert np.abs(lm.logits({"input_ids": ids, "attention_mask": mask}) - _torch_logits(model, ids, mask, pos))[
+    assert np.abs(lm.logits({"input_ids": ids, "attention_mask": mask}) - torch_logits(model, ids, mask, pos))[
         mask == 1].max() <= 1e-4
     ids, mask, _ = left_padded_batch(seed=12, lengths=(8, 5))
     with torch.no_grad():
@@ -83,7 +78,7 @@ def test_gpt_neox_transformers_4_config_form_gives_same_logits(checkpoints, torc
     assert (lm.config.rotary_dim(), lm.config.rope()[0]) == (6, 3300.0)
     ids, mask, pos = left_padded_batch(seed=13)
     ours = lm.logits({"input_ids": ids, "attention_mask": mask})
-    assert np.abs(ours - _torch_logits(torch_models["gpt_neox"], ids, mask, pos))[mask == 1].max() <= 1e-4
+    assert np.abs(ours - torch_logits(torch_models["gpt_neox"], ids, mask, pos))[mask == 1].max() <= 1e-4
 
 
 def test_gpt_neo_recipe_window_changes_the_logits(checkpoints, torch_models, tmp_path):
@@ -97,7 +92,7 @@ def test_gpt_neo_recipe_window_changes_the_logits(checkpoints, torch_models, tmp
     (folder / "config.json").write_text(json.dumps({**config, "window_size": 128}))
     ids, mask, pos = left_padded_batch(seed=14)
     wide = zoohub.CausalLM.from_preset(folder).logits({"input_ids": ids, "attention_mask": mask})
-    ref = _torch_logits(torch_models["gpt_neo"], ids, mask, pos)
+    ref = torch_logits(torch_models["gpt_neo"], ids, mask, pos)
     assert np.abs(wide - ref)[mask == 1].max() > 1e-2
 
 

@@ -16,7 +16,7 @@ from zoohub.tasks.generation import trim_row
 
 from tests.tiny import build
 
-from .conftest import left_padded_batch, torch, transformers
+from .conftest import left_padded_batch, torch, torch_logits, transformers
 
 
 def _variant(model_type: str, **changes):
@@ -52,17 +52,12 @@ def variant(request, tmp_path_factory):
     return name, folder, model
 
 
-def _torch_logits(model, ids, mask, pos):
-    with torch.no_grad():
-        return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                     position_ids=torch.tensor(pos)).logits.numpy()
-
 
 @pytest.mark.parametrize("variant", list(VARIANTS), indirect=True)
 def test_variant_matches_transformers(variant, tmp_path):
     name, folder, model = variant
     ids, mask, pos = left_padded_batch()
-    ref = _torch_logits(model, ids, mask, pos)
+    ref = torch_logits(model, ids, mask, pos)
     for backend in ("numpy", "jax"):
         zoohub.set_backend(backend)
         lm = zoohub.CausalLM.from_preset(folder)
@@ -81,7 +76,7 @@ def test_variant_matches_transformers(variant, tmp_path):
     saved = transformers.AutoModelForCausalLM.from_pretrained(lm.save_to_preset(tmp_path / "saved"),
                                                               attn_implementation="eager").float().eval()
     ids, mask, pos = left_padded_batch(seed=4)
-    assert np.abs(_torch_logits(saved, ids, mask, pos) - _torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-6
+    assert np.abs(torch_logits(saved, ids, mask, pos) - torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-6
 
 
 @pytest.mark.parametrize("model_type,key,value,match", [

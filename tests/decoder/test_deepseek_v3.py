@@ -20,7 +20,7 @@ from zoohub.tasks.generation import trim_row
 
 from tests.tiny import build
 
-from .conftest import left_padded_batch, torch, transformers
+from .conftest import left_padded_batch, torch, torch_logits, transformers
 
 
 def _variant(**changes):
@@ -57,17 +57,12 @@ def variant(request, tmp_path_factory):
     return name, folder, model
 
 
-def _torch_logits(model, ids, mask, pos):
-    with torch.no_grad():
-        return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                     position_ids=torch.tensor(pos)).logits.numpy()
-
 
 @pytest.mark.parametrize("variant", list(VARIANTS), indirect=True)
 def test_variant_matches_transformers(variant, tmp_path):
     name, folder, model = variant
     ids, mask, pos = left_padded_batch()
-    ref = _torch_logits(model, ids, mask, pos)
+    ref = torch_logits(model, ids, mask, pos)
     for backend in BACKENDS[name]:
         zoohub.set_backend(backend)
         lm = zoohub.CausalLM.from_preset(folder)
@@ -91,7 +86,7 @@ def test_variant_matches_transformers(variant, tmp_path):
     saved = transformers.AutoModelForCausalLM.from_pretrained(lm.save_to_preset(tmp_path / "saved"),
                                                               attn_implementation="eager").float().eval()
     ids, mask, pos = left_padded_batch(seed=4)
-    assert np.abs(_torch_logits(saved, ids, mask, pos) - _torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-6
+    assert np.abs(torch_logits(saved, ids, mask, pos) - torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-6
 
 
 def _zero_bias(tree):
@@ -180,4 +175,4 @@ def test_lora_on_modules_of_the_sparse_layers_only_names_their_layers(tiny, tmp_
     assert np.abs(fresh.logits({"input_ids": ids, "attention_mask": mask}) - ours).max() <= 1e-6
     merged = transformers.AutoModelForCausalLM.from_pretrained(lm.save_to_preset(tmp_path / "merged"),
                                                                attn_implementation="eager").float().eval()
-    assert np.abs(_torch_logits(merged, ids, mask, pos) - ours)[mask == 1].max() <= 1e-4
+    assert np.abs(torch_logits(merged, ids, mask, pos) - ours)[mask == 1].max() <= 1e-4

@@ -16,13 +16,8 @@ from zoohub.backbones import get_family
 from zoohub.backbones.layout import tensor_spec
 from zoohub.presets.catalog_decoders import ROWS
 
-from .conftest import left_padded_batch, torch, transformers
+from .conftest import left_padded_batch, torch_logits, transformers
 
-
-def _torch_logits(model, ids, mask, pos):
-    with torch.no_grad():
-        return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                     position_ids=torch.tensor(pos)).logits.numpy()
 
 
 @pytest.mark.parametrize("backend", ["numpy", "jax"])
@@ -36,7 +31,7 @@ def test_phi3_longrope_short_and_long_factors_match_transformers(tiny, backend):
     for lengths in ((5, 3), (8, 5, 3)):
         ids, mask, pos = left_padded_batch(seed=9, lengths=lengths)
         ours = lm.logits({"input_ids": ids, "attention_mask": mask})
-        assert np.abs(ours - _torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-4
+        assert np.abs(ours - torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-4
         outputs.append(ours[-2:, -5:])  # the rows of 5 and 3 tokens, the same ids in both batches
     # the same rows give other logits once a longer row switches the batch to the long factors
     assert np.abs(outputs[0] - outputs[1]).max() > 1e-2
@@ -57,7 +52,7 @@ def test_phi3_transformers_4_config_form_gives_same_logits(tiny, tmp_path):
     (tmp_path / "phi3" / "config.json").write_text(json.dumps(config))
     ids, mask, pos = left_padded_batch(seed=10)
     ours = zoohub.CausalLM.from_preset(tmp_path / "phi3").logits({"input_ids": ids, "attention_mask": mask})
-    assert np.abs(ours - _torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-4
+    assert np.abs(ours - torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-4
 
 
 def test_phi3_fused_tensors_split_over_their_input_features():
@@ -144,4 +139,4 @@ def test_cohere_rope_scaling_turns_pairs_as_transformers(tiny, tmp_path, rope):
     model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "cohere", attn_implementation="eager").eval()
     ids, mask, pos = left_padded_batch(seed=11)
     ours = zoohub.CausalLM.from_preset(tmp_path / "cohere").logits({"input_ids": ids, "attention_mask": mask})
-    assert np.abs(ours - _torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-4
+    assert np.abs(ours - torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-4
