@@ -45,3 +45,25 @@ def torch_logits(model, ids, mask, pos) -> np.ndarray:
     with torch.no_grad():
         return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
                      position_ids=torch.tensor(pos)).logits.numpy()
+
+
+def assert_greedy_matches(lm, model) -> None:
+    """Greedy decoding of a left-padded batch through the KV cache gives transformers' tokens (eos 2),
+    over a run long enough to cross several cache slots."""
+    from zoohub.tasks.generation import trim_row
+
+    ids, mask, _ = left_padded_batch(seed=1, lengths=(9, 6, 4))
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), pad_token_id=0,
+                             eos_token_id=2, max_new_tokens=16, do_sample=False).numpy()[:, ids.shape[1]:]
+    expected = [trim_row(row, [2]) for row in out]
+    assert lm.generate_tokens({"input_ids": ids, "attention_mask": mask}, max_new_tokens=16) == expected
+    assert max(map(len, expected)) >= 8
+
+
+def assert_saved_loads_in_transformers(lm, model, folder) -> None:
+    """`lm.save_to_preset(folder)` loads in transformers with the reference model's logits."""
+    saved = transformers.AutoModelForCausalLM.from_pretrained(lm.save_to_preset(folder),
+                                                              attn_implementation="eager").float().eval()
+    ids, mask, pos = left_padded_batch(seed=4)
+    assert np.abs(torch_logits(saved, ids, mask, pos) - torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-6

@@ -12,11 +12,11 @@ import pytest
 
 import zoohub
 from zoohub.backbones import get_family
-from zoohub.tasks.generation import trim_row
 
 from tests.tiny import build
 
-from .conftest import left_padded_batch, torch, torch_logits, transformers
+from .conftest import (assert_greedy_matches, assert_saved_loads_in_transformers, left_padded_batch,
+                       torch_logits, transformers)
 
 
 def _variant(model_type: str, **changes):
@@ -64,19 +64,8 @@ def test_variant_matches_transformers(variant, tmp_path):
         ours = lm.logits({"input_ids": ids, "attention_mask": mask})
         assert np.abs(ours - ref)[mask == 1].max() <= 1e-4, (name, backend)
 
-    # jax (the last backend): greedy decoding through the KV cache
-    ids, mask, _ = left_padded_batch(seed=1, lengths=(9, 6, 4))
-    with torch.no_grad():
-        out = model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), pad_token_id=0,
-                             eos_token_id=2, max_new_tokens=16, do_sample=False).numpy()[:, ids.shape[1]:]
-    expected = [trim_row(row, [2]) for row in out]
-    assert lm.generate_tokens({"input_ids": ids, "attention_mask": mask}, max_new_tokens=16) == expected
-    assert max(map(len, expected)) >= 8
-
-    saved = transformers.AutoModelForCausalLM.from_pretrained(lm.save_to_preset(tmp_path / "saved"),
-                                                              attn_implementation="eager").float().eval()
-    ids, mask, pos = left_padded_batch(seed=4)
-    assert np.abs(torch_logits(saved, ids, mask, pos) - torch_logits(model, ids, mask, pos))[mask == 1].max() <= 1e-6
+    assert_greedy_matches(lm, model)  # jax (the last backend): through the KV cache
+    assert_saved_loads_in_transformers(lm, model, tmp_path / "saved")
 
 
 @pytest.mark.parametrize("model_type,key,value,match", [
