@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zoohub.backbones.decoder import KVCache
 from zoohub.backend import ops, using
 from zoohub.errors import InputError
 from zoohub.layers import get_path
-from zoohub.tasks.generation import model_step, pick_tokens
+from zoohub.serve.programs import jax_programs, numpy_programs
+from zoohub.tasks.generation import pick_tokens
 from zoohub.tasks.probabilities import log_softmax
 from zoohub.tasks.tokenizer import bucket_length
 
@@ -222,9 +222,9 @@ class Engine:
         xp = ops().xp
         self._k, self._v = xp.zeros(shape, dtype), xp.zeros(shape, dtype)
         if self.backend == "jax":
-            self._decode, self._prefill = _jax_programs(lm)
+            self._decode, self._prefill = jax_programs(lm)
         else:
-            self._decode, self._prefill = _numpy_programs(lm)
+            self._decode, self._prefill = numpy_programs(lm)
 
     def _decode_call(self, batch: int, window: int, tokens: np.ndarray, lengths: np.ndarray):
         self._k, self._v, logits, best = self._decode(self.lm.params, self._k, self._v, tokens, lengths,
@@ -393,84 +393,3 @@ def _send(r: Request, event: tuple) -> None:
     except Exception:  # noqa: BLE001
         log.warning("a request's sink failed; cancelling it", exc_info=True)
         r.cancel()
-
-
-# ---- the two programs, per backend -------------------------------------------------------------------
-
-def _row_cache(k, v, length: int, index, batch: int) -> KVCache:
-    """A KVCache over `k`/`v` whose slots hold positions 0, 1, ... (every written slot is real)."""
-    xp = ops().xp
-    positions = xp.broadcast_to(xp.arange(length, dtype=xp.int32)[None, :], (batch, length))
-    return KVCache(k=k, v=v, positions=positions, real=xp.ones((batch, length), xp.int32), index=index)
-
-
-_PROGRAMS: dict[str, tuple] = {}
-"""(decode, prefill) per model structure: presets of one architecture and config (fine-tunes of one
-base) share the jitted programs, so serving several compiles each bucket once."""
-
-
-def _structure(lm):
-    """What the programs close over: family, config and head, not the task (whose params they take
-    as an argument, so a shared program never holds one preset's weights alive)."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(family=lm.family, config=lm.config, head=lm.head)
-
-
-def _jax_programs(lm):
-    """(decode, prefill) jitted for this task's structure (compiled per bucket)."""
-    key = f"{lm.family.model_type}|{lm.architecture}|{lm.config!r}"
-    if key not in _PROGRAMS:
-        _PROGRAMS[key] = _jit_programs(_structure(lm))
-    return _PROGRAMS[key]
-
-
-def _jit_programs(lm):
-    from functools import partial
-
-    import jax
-    import jax.numpy as jnp
-    from jax import lax
-
-    @partial(jax.jit, static_argnames=("batch", "window"), donate_argnums=(1, 2))
-    def decode(params, k, v, tokens, lengths, *, batch: int, window: int):
-        cache = _row_cache(k[:, :batch, :window], v[:, :batch, :window], window, lengths, batch)
-        logits, cache = model_step(lm, params, tokens=tokens[:, None], positions=lengths[:, None], cache=cache)
-        k = lax.dynamic_update_slice(k, cache.k, (0, 0, 0, 0, 0))
-        v = lax.dynamic_update_slice(v, cache.v, (0, 0, 0, 0, 0))
-        return k, v, logits, jnp.argmax(logits, axis=-1).astype(jnp.int32)
-
-    @partial(jax.jit, static_argnames=("chunk",), donate_argnums=(1, 2))
-    def prefill(params, k, v, row, tokens, start, count, *, chunk: int):
-        length = k.shape[2]
-        cache = _row_cache(lax.dynamic_slice_in_dim(k, row, 1, axis=1), lax.dynamic_slice_in_dim(v, row, 1, axis=1),
-                           length, start, 1)
-        # Padding past the prompt repeats its last position: a learned position table has no row past
-        # the context, and those slots are overwritten before anything attends them.
-        positions = jnp.minimum(start + jnp.arange(chunk, dtype=jnp.int32), start + count - 1)[None, :]
-        logits, cache = model_step(lm, params, tokens=tokens, positions=positions, cache=cache,
-                                   last=jnp.reshape(count - 1, (1,)))
-        k = lax.dynamic_update_slice_in_dim(k, cache.k, row, axis=1)
-        v = lax.dynamic_update_slice_in_dim(v, cache.v, row, axis=1)
-        return k, v, logits[0]
-
-    return decode, prefill
-
-
-def _numpy_programs(lm):
-    """(decode, prefill) on numpy: views of the cache, written in place by `update_cache`."""
-
-    def decode(params, k, v, tokens, lengths, *, batch: int, window: int):
-        cache = _row_cache(k[:, :batch, :window], v[:, :batch, :window], window, lengths, batch)
-        logits, _ = model_step(lm, params, tokens=tokens[:, None], positions=lengths[:, None], cache=cache)
-        return k, v, logits, np.argmax(logits, axis=-1).astype(np.int32)
-
-    def prefill(params, k, v, row, tokens, start, count, *, chunk: int):
-        row = int(row)
-        cache = _row_cache(k[:, row:row + 1], v[:, row:row + 1], k.shape[2], int(start), 1)
-        positions = np.minimum(int(start) + np.arange(chunk, dtype=np.int32), int(start) + int(count) - 1)[None, :]
-        logits, _ = model_step(lm, params, tokens=tokens, positions=positions, cache=cache,
-                               last=np.asarray([int(count) - 1]))
-        return k, v, logits[0]
-
-    return decode, prefill
