@@ -314,6 +314,24 @@ class Family:
     on purpose. Specs are for one layer; stacked layers get a leading unsplit axis."""
     recipe: TinyRecipe | None = None
     """The tiny test checkpoint; the test suite fails, naming the family, when it is missing."""
+    # ---- encoder-decoder families (T5, BART, Marian); None for the others ------------------------
+    # Their `forward` is the teacher-forced pass: inputs {input_ids, attention_mask, decoder_input_ids,
+    # decoder_attention_mask?} -> the decoder's hidden states [B, T, D] (what `T5Model` returns).
+    encode: Callable[..., Any] | None = None
+    """(backbone params, config, inputs {input_ids, attention_mask}, *, rng=None) -> the encoder's
+    hidden states [B, S, D] (final norm applied)."""
+    cross_cache: Callable[..., Any] | None = None
+    """(backbone params, config, encoder hidden [B, S, D], encoder mask [B, S]) -> the decoder's
+    cross-attention keys and values of every layer and the mask, computed once per input (a pytree
+    the decode step reads, never writes)."""
+    decode: Callable[..., Any] | None = None
+    """(backbone params, config, inputs {input_ids [B, T], position_ids [B, T]}, cross, *, cache=None,
+    rng=None) -> decoder hidden [B, T, D]; with `cache=` (a `KVCache` of the decoder's self-attention,
+    written at `cache.index`) returns (hidden, cache)."""
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.encode is not None
 
     def __post_init__(self):
         if self.embeddings is not None:  # heads reach their tied tensors through the family's embeddings
