@@ -14,7 +14,8 @@ from zoohub.errors import PresetNotFoundError, not_found
 
 
 # The tasks a preset can default to (the task classes' names in snake case).
-TASKS = ("backbone", "text_classifier", "masked_lm", "text_embedder", "causal_lm", "image_classifier")
+TASKS = ("backbone", "text_classifier", "masked_lm", "text_embedder", "causal_lm", "image_classifier",
+         "token_classifier", "question_answerer", "reranker", "seq2seq_lm")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +81,7 @@ def _load_catalogs() -> None:
     import importlib.util
 
     # One data module per area, so rows are added without touching each other's files.
-    for module in ("catalog", "catalog_decoders", "catalog_vision"):
+    for module in ("catalog", "catalog_decoders", "catalog_vision", "catalog_encoders", "catalog_seq2seq"):
         name = f"zoohub.presets.{module}"
         if importlib.util.find_spec(name) is not None:
             for row in importlib.import_module(name).ROWS:
