@@ -105,7 +105,31 @@ def _image(folder: Path):
                                              image_std=[0.2, 0.25, 0.3])
 
 
-PREPROCESSORS = {"bpe": _bpe, "wordpiece": _wordpiece, "byte_bpe": _byte_bpe, "image": _image}
+def _unigram(folder: Path, *, tokenizer_class: str = "AlbertTokenizer",
+             specials: tuple[str, ...] = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"), unk_token: str = "<unk>",
+             pad_token: str = "<pad>"):
+    """A sentencepiece-like Unigram vocabulary (lowercased, Metaspace) trained offline, handed to the
+    transformers tokenizer class that builds its own pipeline around it: AlbertTokenizer's [CLS] x [SEP]
+    template by default. Other families pass their class and special tokens in their own order
+    (`functools.partial(_unigram, tokenizer_class="DebertaV2Tokenizer", specials=..., unk_token="[UNK]")`)."""
+    import json
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    raw = Tokenizer(models.Unigram())
+    raw.normalizer = normalizers.Lowercase()
+    raw.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=97, special_tokens=list(specials), unk_token=unk_token,
+                                      show_progress=False)
+    raw.train_from_iterator((SENTENCES + ENCODER_TEXTS) * 3 + [" ".join(WORDS)] * 5, trainer)
+    # (piece, log probability) rows, specials first with score 0.0 as sentencepiece writes them
+    vocab = [(piece, float(score)) for piece, score in json.loads(raw.to_str())["model"]["vocab"]]
+    return getattr(transformers, tokenizer_class)(
+        vocab=vocab, unk_token=unk_token, pad_token=pad_token, cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", bos_token="[CLS]", eos_token="[SEP]")
+
+
+PREPROCESSORS = {"bpe": _bpe, "wordpiece": _wordpiece, "byte_bpe": _byte_bpe, "image": _image, "unigram": _unigram}
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------
