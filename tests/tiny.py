@@ -105,6 +105,15 @@ def _image(folder: Path):
                                              image_std=[0.2, 0.25, 0.3])
 
 
+def _mpnet_wordpiece(folder: Path):
+    # MPNetTokenizer's layout: <s> <pad> </s> first (the model hard-codes padding id 1), <mask> last,
+    # WordPiece inside a RoBERTa-style <s> A </s></s> B </s> template.
+    vocab = ["<s>", "<pad>", "</s>", "[UNK]"] + WORDS + list("abcdefghijklmnopqrstuvwxyz")
+    vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+    vocab = list(dict.fromkeys(vocab))[:96] + ["<mask>"]
+    return transformers.MPNetTokenizer(vocab={token: i for i, token in enumerate(vocab)})
+
+
 def _unigram(folder: Path, *, tokenizer_class: str = "AlbertTokenizer",
              specials: tuple[str, ...] = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"), unk_token: str = "<unk>",
              pad_token: str = "<pad>"):
@@ -129,7 +138,33 @@ def _unigram(folder: Path, *, tokenizer_class: str = "AlbertTokenizer",
         mask_token="[MASK]", bos_token="[CLS]", eos_token="[SEP]")
 
 
-PREPROCESSORS = {"bpe": _bpe, "wordpiece": _wordpiece, "byte_bpe": _byte_bpe, "image": _image, "unigram": _unigram}
+PREPROCESSORS = {"bpe": _bpe, "wordpiece": _wordpiece, "byte_bpe": _byte_bpe, "image": _image, "unigram": _unigram,
+                 "mpnet_wordpiece": _mpnet_wordpiece}
+
+
+def _cls_byte_bpe(folder: Path):
+    """ModernBERT's kind: a byte-level BPE with a BERT-style [CLS] x [SEP] (y [SEP]) template."""
+    from tokenizers import ByteLevelBPETokenizer, processors
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(ENCODER_TEXTS * 20 + [" ".join(WORDS)] * 5, vocab_size=300, min_frequency=1,
+                            special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"])
+    raw = bpe._tokenizer
+    cls, sep = ("[CLS]", raw.token_to_id("[CLS]")), ("[SEP]", raw.token_to_id("[SEP]"))
+    raw.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[cls, sep])
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=raw, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
+        mask_token="[MASK]")
+    tok.model_input_names = ["input_ids", "attention_mask"]
+    return tok
+
+
+PREPROCESSORS["cls_byte_bpe"] = _cls_byte_bpe
+# DeBERTa-v3's order of specials: [PAD] [CLS] [SEP] [UNK] first ([MASK] is last on the hub)
+PREPROCESSORS["deberta_unigram"] = lambda folder: _unigram(
+    folder, tokenizer_class="DebertaV2Tokenizer", specials=("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"),
+    unk_token="[UNK]", pad_token="[PAD]")
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------
@@ -139,7 +174,9 @@ def build(model_type: str, task: str, folder: Path, recipe=None):
     transformers model (float32, eval mode) and its tokenizer or image processor. `recipe` replaces
     the family's own (a variant of the family)."""
     recipe = recipe or recipe_of(model_type)
-    config = getattr(transformers, recipe.config)(**recipe.kwargs)
+    # transformers' QA heads split their logits in two (start, end): they need num_labels 2
+    kwargs = {**recipe.kwargs, "num_labels": 2} if task == "question_answerer" else recipe.kwargs
+    config = getattr(transformers, recipe.config)(**kwargs)
     torch.manual_seed(recipe.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -19,6 +19,9 @@ FAMILY_MODULES: dict[str, str] = {
     "roberta": "zoohub.backbones.bert",
     "xlm-roberta": "zoohub.backbones.bert",
     "distilbert": "zoohub.backbones.distilbert",
+    "deberta-v2": "zoohub.backbones.deberta_v2",
+    "modernbert": "zoohub.backbones.modernbert",
+    "mpnet": "zoohub.backbones.mpnet",
     "gpt2": "zoohub.backbones.gpt2",
     "llama": "zoohub.backbones.llama",
     "mistral": "zoohub.backbones.llama",
@@ -49,6 +52,10 @@ FAMILY_MODULES: dict[str, str] = {
     "gpt_oss": "zoohub.backbones.gpt_oss",
     "deepseek_v3": "zoohub.backbones.deepseek_v3",
     "vit": "zoohub.backbones.vit",
+    "bart": "zoohub.backbones.bart",
+    "marian": "zoohub.backbones.marian",
+    "t5": "zoohub.backbones.t5",
+    "mt5": "zoohub.backbones.t5",
 }
 
 
