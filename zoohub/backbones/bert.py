@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from zoohub.backbones.base import Family, Head, ModelConfig, TinyRecipe
+from zoohub.backbones.heads import question_answerer, token_classifier
 from zoohub.backend import ops
 from zoohub.layers import KeyStream, activation, attention, dropout, embedding, layer_norm, linear, padding_mask
 
@@ -248,7 +249,11 @@ def _family(model_type: str, config_class, prefix: str, arch: str, recipe: TinyR
     return Family(
         model_type=model_type, config_class=config_class, prefix=prefix, base_architecture=f"{arch}Model",
         forward=forward, shapes=shapes, optional_shapes=pooler_shapes, embeddings="embeddings.word_embeddings",
-        heads={"text_classifier": classifier, "masked_lm": masked_lm},
+        heads={"text_classifier": classifier, "masked_lm": masked_lm,
+               # both families: dropout (classifier_dropout, else hidden_dropout_prob) + `classifier`; QA undropped
+               "token_classifier": token_classifier(f"{arch}ForTokenClassification", width=d,
+                                                    dropout_rate=_classifier_dropout),
+               "question_answerer": question_answerer(f"{arch}ForQuestionAnswering", width=d)},
         lora_targets=("query", "value"), sharding=SHARDING, recipe=recipe,
         token_types=is_bert,  # RoBERTa has one segment; its tokenizers return no token_type_ids
         # RoBERTa's first pad_token_id + 1 rows are never used by real tokens.

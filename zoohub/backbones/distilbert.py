@@ -3,13 +3,14 @@
     >>> from zoohub.backbones import get_family
     >>> family = get_family("distilbert")
     >>> family.prefix, family.token_types, sorted(family.heads)
-    ('distilbert', False, ['masked_lm', 'text_classifier'])
+    ('distilbert', False, ['masked_lm', 'question_answerer', 'text_classifier', 'token_classifier'])
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from zoohub.backbones.base import Family, Head, ModelConfig, TinyRecipe
+from zoohub.backbones.heads import question_answerer, token_classifier
 from zoohub.backend import ops
 from zoohub.layers import KeyStream, activation, attention, dropout, embedding, layer_norm, linear, padding_mask
 
@@ -132,6 +133,11 @@ FAMILIES = {
                 },
                 tied=("vocab_projector.weight",),
             ),
+            # token classification drops out with `dropout`, extractive QA with its own `qa_dropout`
+            "token_classifier": token_classifier("DistilBertForTokenClassification", width=lambda c: c.dim,
+                                                 dropout_rate=lambda c: c.dropout),
+            "question_answerer": question_answerer("DistilBertForQuestionAnswering", width=lambda c: c.dim,
+                                                   dropout_rate=lambda c: c.qa_dropout),
         },
         embeddings="embeddings.word_embeddings", lora_targets=("q_lin", "v_lin"),
         sharding=(

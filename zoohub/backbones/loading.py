@@ -39,7 +39,7 @@ def _first(items, n: int = 5) -> str:
 def split_backbone(tensors: dict, family: Family, expected: set[str]) -> tuple[dict, dict]:
     """Backbone tensors (unprefixed) and the rest, for checkpoints saved with or without the prefix."""
     prefix = family.prefix + "."
-    if any(k.startswith(prefix) for k in tensors):
+    if family.prefix and any(k.startswith(prefix) for k in tensors):
         backbone = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         rest = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
         return backbone, rest
@@ -90,12 +90,14 @@ def load_params(
     for name in head.backbone_extras:
         if name not in params:
             params[name] = init_tensor(name, optional[name], std=std, rng=rng)
-            report.new_tensors.append(f"{family.prefix}.{name}")
-    params = {f"{family.prefix}.{k}": v for k, v in params.items()}
+            report.new_tensors.append(f"{family.root(head)}{name}")
+    params = {f"{family.root(head)}{k}": v for k, v in params.items()}
 
     head_shapes = dict(head.shapes(config, num_labels or 0))
     if config.tie_word_embeddings:
         for name in head.tied:
+            if head.tied_unless_stored and name in rest:
+                continue
             head_shapes.pop(name, None)
             rest.pop(name, None)
     present = {k for k in head_shapes if k in rest}
@@ -104,7 +106,7 @@ def load_params(
         params.update({k: rest.pop(k) for k in head_shapes})
     elif present and shape_ok:
         raise WeightMismatchError(f"{where}: the {head.architecture} head is incomplete; missing {_first(set(head_shapes) - present)}")
-    elif head.task in ("text_classifier", "image_classifier") and num_labels:
+    elif head.task in ("text_classifier", "image_classifier", "token_classifier", "question_answerer") and num_labels:
         for name, shape in head_shapes.items():
             rest.pop(name, None)
             params[name] = init_tensor(name, shape, std=std, rng=rng)

@@ -153,8 +153,27 @@ class Tokenizer:
         encodings = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
         return [e.ids for e in encodings], [e.type_ids for e in encodings]
 
+    def encodings(self, texts, pairs=None, *, max_length: int | None, stride: int = 0,
+                  strategy: str = "longest_first", is_pretokenized: bool = False) -> list[tokenizers.Encoding]:
+        """`tokenizers` Encodings (ids, character `offsets`, `special_tokens_mask`, `sequence_ids`, words).
+
+        With `stride`, text truncated past max_length continues in `encoding.overflowing` windows that
+        overlap by `stride` tokens (`strategy="only_second"` cuts only the pair: a QA context).
+        `is_pretokenized`: each text is a list of words (`word_ids` then index them)."""
+        if max_length:
+            self.backend.enable_truncation(max_length, stride=stride, strategy=strategy)
+        else:
+            self.backend.no_truncation()
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        return self.backend.encode_batch(inputs, is_pretokenized=is_pretokenized)
+
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def tokens_to_string(self, tokens: list[str]) -> str:
+        """Token strings joined as the tokenizer's decoder joins them (transformers' convert_tokens_to_string)."""
+        decoder = self.backend.decoder
+        return decoder.decode(list(tokens)) if decoder is not None else " ".join(tokens)
 
     def id_to_token(self, i: int) -> str | None:
         return self.backend.id_to_token(int(i))
