@@ -167,6 +167,25 @@ PREPROCESSORS["deberta_unigram"] = lambda folder: _unigram(
     unk_token="[UNK]", pad_token="[PAD]")
 
 
+def _unigram_eos(folder: Path):
+    """T5's kind: a sentencepiece-like Unigram vocabulary (<pad> </s> <unk> first, no lowercasing) handed to
+    T5Tokenizer, whose template appends </s> (`x </s>`); no <extra_id_*> sentinels."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    raw = Tokenizer(models.Unigram())
+    raw.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=97, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",
+                                      show_progress=False)
+    raw.train_from_iterator((SENTENCES + ENCODER_TEXTS) * 3 + [" ".join(WORDS)] * 5, trainer)
+    vocab = [(piece, float(score)) for piece, score in json.loads(raw.to_str())["model"]["vocab"]]
+    return transformers.T5Tokenizer(vocab=vocab, extra_ids=0, eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+
+
+PREPROCESSORS["unigram_eos"] = _unigram_eos
+
+
 # ---- checkpoints -----------------------------------------------------------------------------------
 
 def build(model_type: str, task: str, folder: Path, recipe=None):
