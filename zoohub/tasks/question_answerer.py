@@ -52,7 +52,7 @@ class QuestionAnswerer(TextTask):
         >>> qa = zoohub.QuestionAnswerer.from_preset("starter_bert_tiny_en")  # bundled toy: a new, untrained head
         >>> start, end = qa.logits(["what film?"], ["a great film"])           # [B, T] each
         >>> start.shape, end.shape
-        ((1, 7), (1, 7))
+        ((1, 9), (1, 9))
         >>> found = qa.answer("where is it?", "it is in paris")               # a span of the context
         >>> sorted(found), "it is in paris"[found["start"]:found["end"]] == found["answer"]
         (['answer', 'end', 'score', 'start'], True)
