@@ -30,5 +30,8 @@ def reference_outputs(model, tokenizer, texts, pairs=None, task="backbone", mode
         enc.pop("token_type_ids", None)
     with torch.no_grad():
         out = model(**enc)
-    value = out.last_hidden_state if task == "backbone" else out.logits
+    if task == "question_answerer":  # start and end logits side by side, as our head computes them
+        value = torch.stack([out.start_logits, out.end_logits], -1)
+    else:
+        value = out.last_hidden_state if task == "backbone" else out.logits
     return value.numpy(), enc["attention_mask"].numpy()

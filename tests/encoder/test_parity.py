@@ -12,7 +12,8 @@ from zoohub.backend import using
 
 from .conftest import CASES, FAMILIES, PAIRS, TEXTS, reference_outputs, transformers
 
-TASK_CLASSES = {"backbone": "Backbone", "text_classifier": "TextClassifier", "masked_lm": "MaskedLM"}
+TASK_CLASSES = {"backbone": "Backbone", "text_classifier": "TextClassifier", "masked_lm": "MaskedLM",
+                "token_classifier": "TokenClassifier", "question_answerer": "QuestionAnswerer"}
 
 
 def _ours(task, folder, backend):
@@ -21,8 +22,10 @@ def _ours(task, folder, backend):
 
 
 def _outputs(model, task, texts, pairs=None):
-    if task == "text_classifier":
+    if task in ("text_classifier", "token_classifier"):
         return model.logits(texts, pairs)
+    if task == "question_answerer":
+        return np.stack(model.logits(texts, pairs), -1)
     return model.predict(texts, pairs)
 
 
