@@ -54,6 +54,8 @@ FAMILY_MODULES: dict[str, str] = {
     "vit": "zoohub.backbones.vit",
     "bart": "zoohub.backbones.bart",
     "marian": "zoohub.backbones.marian",
+    "bart": "zoohub.backbones.bart",
+    "marian": "zoohub.backbones.marian",
     "t5": "zoohub.backbones.t5",
     "mt5": "zoohub.backbones.t5",
 }
