@@ -22,6 +22,7 @@ FAMILY_MODULES: dict[str, str] = {
     "deberta-v2": "zoohub.backbones.deberta_v2",
     "modernbert": "zoohub.backbones.modernbert",
     "mpnet": "zoohub.backbones.mpnet",
+    "albert": "zoohub.backbones.albert",
     "gpt2": "zoohub.backbones.gpt2",
     "llama": "zoohub.backbones.llama",
     "mistral": "zoohub.backbones.llama",
