@@ -208,6 +208,9 @@ class Head:
     matched by name suffix): a new classifier must learn, a language-model head need not."""
     ignored: tuple[str, ...] = ()
     """Regexes of stored head tensors that are aliases or buffers (never loaded)."""
+    tied_unless_stored: bool = False
+    """`tied` tensors that the file does store are loaded and kept untied, whatever the config says
+    (transformers 5 writes `tie_word_embeddings=true` for every T5 and unties a stored, different `lm_head`)."""
     tie_to: str = ""
     """Set by `Family`: the embedding tensor (a task-params path) that `tied` tensors fall back to."""
 
@@ -261,7 +264,8 @@ class Family:
     model_type: str
     config_class: type[ModelConfig]
     prefix: str
-    """Name the backbone is nested under in task checkpoints (`bert`, `model`, `transformer`)."""
+    """Name the backbone is nested under in task checkpoints (`bert`, `model`, `transformer`); "" for a
+    family whose task checkpoints keep the backbone at the top (T5: `shared.weight`, `lm_head.weight`)."""
     base_architecture: str
     """transformers class of the bare backbone (`BertModel`)."""
     forward: Callable[..., Any]
@@ -335,7 +339,7 @@ class Family:
 
     def __post_init__(self):
         if self.embeddings is not None:  # heads reach their tied tensors through the family's embeddings
-            tie_to = f"{self.prefix}.{self.embeddings}.weight"
+            tie_to = f"{self.root(True)}{self.embeddings}.weight"
             heads = {task: dataclasses.replace(head, tie_to=tie_to) for task, head in self.heads.items()}
             object.__setattr__(self, "heads", heads)
 
@@ -343,9 +347,13 @@ class Family:
         patterns = self.ignored + (head.ignored if head else ())
         return any(re.search(p, name) for p in patterns)
 
-    def root(self, head: Head | None) -> str:
+    def root(self, head) -> str:
         """Where the backbone sits in a task's params: under the prefix with a head, at the top without."""
-        return f"{self.prefix}." if head is not None else ""
+        return f"{self.prefix}." if head is not None and self.prefix else ""
+
+    def backbone_params(self, params: Mapping) -> Mapping:
+        """The backbone's params inside a task's params (the whole tree when the prefix is "")."""
+        return params[self.prefix] if self.prefix else params
 
     def embedding_path(self, head: Head | None) -> str:
         return f"{self.root(head)}{self.embeddings}.weight"

@@ -145,7 +145,7 @@ class Task:
         an auxiliary loss)."""
         if self.head is None:
             return self.family.forward(params, self.config, inputs, rng=rng, **forward_options)
-        hidden = self.family.forward(params[self.family.prefix], self.config, inputs, rng=rng, **forward_options)
+        hidden = self.family.forward(self.family.backbone_params(params), self.config, inputs, rng=rng, **forward_options)
         return self.head(params, self.config, hidden, inputs, rng=rng)
 
     # ---- loading ---------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class Task:
         hf = cls._adjust_config(dict(hf), num_labels=num_labels, **options)
         config = family.config_class.from_hf(hf)
         head = cls._head_of(family)
-        names = [f"{family.prefix}.{k}" for k in {**family.shapes(config), **family.optional_shapes(config)}]
+        names = [f"{family.root(head)}{k}" for k in {**family.shapes(config), **family.optional_shapes(config)}]
         names += list(head.shapes(config, num_labels or 0)) if head is not None else []
         flat, report = load_params(file.tensors(names), family, config, head, num_labels=cls._num_labels(hf, num_labels),
                                    seed=seed, where=str(path))

@@ -100,7 +100,7 @@ def model_step(task, params, *, tokens, positions, cache: KVCache, last=None):
     (the serving engine's right-padded prompt chunks); default the final one."""
     family = task.family
     inputs = {"input_ids": tokens, "position_ids": positions}
-    hidden, cache = family.forward(params[family.prefix], task.config, inputs, cache=cache)
+    hidden, cache = family.forward(family.backbone_params(params), task.config, inputs, cache=cache)
     if last is None:
         hidden = hidden[:, -1:]
     else:

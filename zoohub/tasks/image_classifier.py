@@ -86,7 +86,7 @@ class ImageClassifier(LabelledHead, Task):
         super()._configure(**options)
         self.batch_size = batch_size
         # ViTForImageClassification has no pooler; a ViTModel checkpoint's would be saved as junk.
-        self.params[self.family.prefix].pop("pooler", None)
+        self.family.backbone_params(self.params).pop("pooler", None)
         self.preprocessor = image_preprocessor(self)
 
     def preprocessing_metadata(self) -> dict:
