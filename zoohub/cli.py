@@ -378,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     preset_argument(p, "a text classifier preset: registry name, handle or folder")
     p.add_argument("texts", nargs="+", help="one or more texts (quote each)")
     p.add_argument("--json", action="store_true", help="print labels and all scores as JSON")
+    from zoohub.cli_tasks import add_task_verbs  # tag, answer, rerank
+
+    add_task_verbs(add, preset_argument)
     p = add("embed", cmd_embed, "embed the lines of a text file",
             "Embed each line of a text file, blank lines included (row i is line i). Without --output or "
             "--json, print one line of numbers per input line.")

@@ -56,6 +56,14 @@ class TokenClassifier(LabelledHead, TextTask):
 
     def _configure(self, num_classes=None, labels=None, **options) -> None:
         super()._configure(**options)
+        self.label_all_subwords = False
+
+    def fit(self, x, y=None, *, label_all_subwords: bool = False, **options):
+        """Fine-tune on words and word labels (or token arrays and token labels, -100 where ignored); see
+        `zoohub.tasks.training.data_tokens.token_classifier_data`. A word's first token carries its label
+        and its other tokens none, or all of them with `label_all_subwords`. Other options: `fit`'s."""
+        self.label_all_subwords = label_all_subwords
+        return super().fit(x, y, **options)
 
     def logits(self, x, pairs=None) -> np.ndarray:
         """Raw logits [B, T, num_classes] (T = the longest input, special tokens included)."""

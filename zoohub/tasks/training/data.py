@@ -18,6 +18,7 @@ import numpy as np
 
 from zoohub.errors import InputError
 from zoohub.tasks.tokenizer import bucket_length, pad_batch
+from zoohub.tasks.training.data_tokens import question_answerer_data, token_classifier_data
 
 LOSS_KEYS = ("weights", "labels", "loss_mask")
 
@@ -306,6 +307,8 @@ ADAPTERS: dict[str, Callable[..., Dataset]] = {
     "text_classifier": text_classifier_data,
     "image_classifier": image_classifier_data,
     "causal_lm": causal_lm_data,
+    "token_classifier": token_classifier_data,
+    "question_answerer": question_answerer_data,
 }
 
 

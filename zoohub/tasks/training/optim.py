@@ -8,6 +8,7 @@ import numpy as np
 from zoohub.backend import ops
 from zoohub.errors import InputError
 from zoohub.presets.weights import flatten
+from zoohub.tasks.training.data_tokens import question_answering_loss, token_classification_loss
 
 LORA_LEAVES = (".lora_A.", ".lora_B.")
 
@@ -78,6 +79,8 @@ LOSSES: dict[str, Callable] = {
     "text_classifier": classification_loss,
     "image_classifier": classification_loss,
     "causal_lm": causal_lm_loss,
+    "token_classifier": token_classification_loss,
+    "question_answerer": question_answering_loss,
 }
 
 
