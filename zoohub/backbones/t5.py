@@ -23,9 +23,9 @@ import numpy as np
 
 from zoohub.backbones.base import Family, Head, ModelConfig, TinyRecipe
 from zoohub.backbones.decoder import KVCache, prepare
+from zoohub.backbones.seq2seq import write_layer
 from zoohub.backend import ops
 from zoohub.layers import KeyStream, activation, attention, causal_mask, dropout, embedding, linear, padding_mask, rms_norm
-from zoohub.layers.kv_cache import update_cache
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,20 +206,6 @@ def cross_cache(params, config: T5Config, encoder_hidden, encoder_mask) -> dict:
     return {"k": xp.stack(ks), "v": xp.stack(vs), "mask": padding_mask(encoder_mask)}
 
 
-def _write(stack, new, layer: int, index):
-    """stack [L, B, S, N, H] with new [B, T, N, H] at (layer, index); returns (stack, that layer)."""
-    if ops().name == "numpy":
-        update_cache(stack[layer], new, index)  # a view: written in place
-        return stack, stack[layer]
-    from jax import lax
-
-    xp = ops().xp
-    zero = xp.zeros((), xp.int32)
-    start = (xp.int32(layer), zero, xp.asarray(index, xp.int32), zero, zero)
-    stack = lax.dynamic_update_slice(stack, new[None].astype(stack.dtype), start)
-    return stack, stack[layer]
-
-
 def decode(params, config: T5Config, inputs, cross, *, cache: KVCache | None = None, rng=None):
     """Decoder hidden states [B, T, D] for {input_ids, position_ids?, attention_mask?} against `cross`;
     with `cache=` the self-attention keys/values are written at `cache.index` and (hidden, cache) returned."""
@@ -237,8 +223,8 @@ def decode(params, config: T5Config, inputs, cross, *, cache: KVCache | None = N
         sa = attn["SelfAttention"]
         q, k, v = (_heads(linear(sa[n], h), config) for n in ("q", "k", "v"))
         if cache is not None:
-            k_stack, k = _write(k_stack, k, i, cache.index)
-            v_stack, v = _write(v_stack, v, i, cache.index)
+            k_stack, k = write_layer(k_stack, k, i, cache.index)
+            v_stack, v = write_layer(v_stack, v, i, cache.index)
         x = x + dropout(_attend(sa, q, k, v, config, mask=visible, bias=bias), config.dropout_rate, keys())
         h = _norm(crossed["layer_norm"], x, config)
         ca = crossed["EncDecAttention"]
