@@ -23,6 +23,7 @@ FAMILY_MODULES: dict[str, str] = {
     "modernbert": "zoohub.backbones.modernbert",
     "mpnet": "zoohub.backbones.mpnet",
     "albert": "zoohub.backbones.albert",
+    "electra": "zoohub.backbones.electra",
     "gpt2": "zoohub.backbones.gpt2",
     "llama": "zoohub.backbones.llama",
     "mistral": "zoohub.backbones.llama",
