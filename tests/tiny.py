@@ -117,22 +117,16 @@ def _mpnet_wordpiece(folder: Path):
 def _unigram(folder: Path, *, tokenizer_class: str = "AlbertTokenizer",
              specials: tuple[str, ...] = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"), unk_token: str = "<unk>",
              pad_token: str = "<pad>"):
-    """A sentencepiece-like Unigram vocabulary (lowercased, Metaspace) trained offline, handed to the
+    """A sentencepiece-like Unigram vocabulary (lowercase pieces, "▁" marking a word start) handed to the
     transformers tokenizer class that builds its own pipeline around it: AlbertTokenizer's [CLS] x [SEP]
     template by default. Other families pass their class and special tokens in their own order
-    (`functools.partial(_unigram, tokenizer_class="DebertaV2Tokenizer", specials=..., unk_token="[UNK]")`)."""
-    import json
-
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    raw = Tokenizer(models.Unigram())
-    raw.normalizer = normalizers.Lowercase()
-    raw.pre_tokenizer = pre_tokenizers.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=97, special_tokens=list(specials), unk_token=unk_token,
-                                      show_progress=False)
-    raw.train_from_iterator((SENTENCES + ENCODER_TEXTS) * 3 + [" ".join(WORDS)] * 5, trainer)
+    (`functools.partial(_unigram, tokenizer_class="DebertaV2Tokenizer", specials=..., unk_token="[UNK]")`).
+    Whole words score above their letters, so known words are one piece and others split into letters."""
+    words = [f"\u2581{w}" for w in dict.fromkeys(WORDS)]
+    letters = ["\u2581"] + list("abcdefghijklmnopqrstuvwxyz,.?!'")
     # (piece, log probability) rows, specials first with score 0.0 as sentencepiece writes them
-    vocab = [(piece, float(score)) for piece, score in json.loads(raw.to_str())["model"]["vocab"]]
+    vocab = ([(t, 0.0) for t in specials] + [(w, -2.0 - 0.01 * i) for i, w in enumerate(words)]
+             + [(c, -5.0 - 0.01 * i) for i, c in enumerate(letters)])
     return getattr(transformers, tokenizer_class)(
         vocab=vocab, unk_token=unk_token, pad_token=pad_token, cls_token="[CLS]", sep_token="[SEP]",
         mask_token="[MASK]", bos_token="[CLS]", eos_token="[SEP]")
