@@ -180,6 +180,36 @@ def _unigram_eos(folder: Path):
 PREPROCESSORS["unigram_eos"] = _unigram_eos
 
 
+def _spm(folder: Path, *, source_text: list[str] | None = None):
+    """Marian's kind: real SentencePiece models trained offline (`source.spm`, `target.spm`, different
+    texts so the two cut words differently) and a `vocab.json` over both: </s> 0, <unk> 1, the pieces,
+    <pad> last (id 96, as opus-mt puts it at the end), handed to MarianTokenizer."""
+    import io
+    import json
+
+    import sentencepiece
+
+    def train(texts: list[str], name: str) -> list[str]:
+        model = io.BytesIO()
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=model, vocab_size=60, model_type="unigram",
+            hard_vocab_limit=False, minloglevel=2, num_threads=1)
+        (folder / name).write_bytes(model.getvalue())
+        proc = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+        return [proc.IdToPiece(i) for i in range(proc.GetPieceSize()) if not proc.IsControl(i) and not proc.IsUnknown(i)]
+
+    source = train(source_text or (SENTENCES + ENCODER_TEXTS) * 3 + [" ".join(WORDS)] * 5, "source.spm")
+    target = train([s.upper() for s in SENTENCES + ENCODER_TEXTS] * 3 + [" ".join(WORDS[::-1])] * 5, "target.spm")
+    pieces = list(dict.fromkeys(p for p in source + target if p not in ("</s>", "<unk>", "<pad>")))[:94]
+    vocab = {"</s>": 0, "<unk>": 1, **{p: i + 2 for i, p in enumerate(pieces)}, ">>fr<<": 95, "<pad>": 96}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    return transformers.MarianTokenizer(source_spm=str(folder / "source.spm"), target_spm=str(folder / "target.spm"),
+                                        vocab=str(folder / "vocab.json"))
+
+
+PREPROCESSORS["spm"] = _spm
+
+
 # ---- checkpoints -----------------------------------------------------------------------------------
 
 def build(model_type: str, task: str, folder: Path, recipe=None):

@@ -65,6 +65,8 @@ class BartConfig(ModelConfig):
     POSITION_OFFSET: ClassVar[int] = 2
     """BART's learned position table starts 2 rows in (a fairseq convention)."""
     LAYER_NORM_EPS: ClassVar[float] = 1e-5
+    DEFAULT_TOKEN_IDS: ClassVar[dict] = {"pad_token_id": 1, "decoder_start_token_id": 2}
+    """transformers' defaults of the token ids (metadata keys, kept in `extra`) when config.json has none."""
 
     vocab_size: int = 50265                  # V
     d_model: int = 1024                      # D
@@ -84,8 +86,6 @@ class BartConfig(ModelConfig):
     decoder_layerdrop: float = 0.0
     classifier_dropout: float | None = 0.0
     init_std: float = 0.02
-    pad_token_id: int | None = 1
-    decoder_start_token_id: int | None = 2   # the first decoder token of generation and of shifted labels
     num_hidden_layers: int | None = None     # transformers' alias of encoder_layers
 
     def __post_init__(self):
@@ -95,6 +95,11 @@ class BartConfig(ModelConfig):
         if self.num_hidden_layers not in (None, self.encoder_layers):
             raise ValueError(f"num_hidden_layers {self.num_hidden_layers} != encoder_layers {self.encoder_layers}")
         activation(self.activation_function)  # an unknown name fails at load time, naming it
+
+    def token_id(self, name: str) -> int:
+        """pad_token_id or decoder_start_token_id, from config.json or transformers' default."""
+        value = self.extra.get(name)
+        return self.DEFAULT_TOKEN_IDS[name] if value is None else value
 
     @property
     def hidden_size(self) -> int:
@@ -252,9 +257,9 @@ def decode(params, c: BartConfig, inputs, cross, *, cache: KVCache | None = None
 def shift_right(ids, c: BartConfig):
     """transformers' `shift_tokens_right`: the decoder start token, then ids[:, :-1] (-100 -> pad)."""
     xp = ops().xp
-    start = xp.full((ids.shape[0], 1), c.decoder_start_token_id, dtype=ids.dtype)
+    start = xp.full((ids.shape[0], 1), c.token_id("decoder_start_token_id"), dtype=ids.dtype)
     shifted = xp.concatenate([start, ids[:, :-1]], axis=1)
-    return xp.where(shifted == -100, c.pad_token_id, shifted)
+    return xp.where(shifted == -100, c.token_id("pad_token_id"), shifted)
 
 
 def forward(params, c: BartConfig, inputs, *, rng=None):
@@ -361,7 +366,7 @@ def family(model_type: str, config_class, arch: str, recipe: TinyRecipe, **chang
 # position table (40 + 2 rows) is short enough that a missing offset reads other rows.
 _TINY = dict(vocab_size=300, d_model=48, encoder_layers=2, decoder_layers=2, encoder_attention_heads=3,
              decoder_attention_heads=3, encoder_ffn_dim=80, decoder_ffn_dim=72, max_position_embeddings=40,
-             init_std=0.5, activation_function="gelu", scale_embedding=True,
+             init_std=0.2, activation_function="gelu", scale_embedding=True,
              pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2)
 
 FAMILIES = {

@@ -46,13 +46,12 @@ class MarianConfig(bart.BartConfig):
 
     MODEL_TYPE = "marian"
     CHECKS = bart.legacy_checks(normalize_before=False, embedding_norm=False, static_positions=True)
+    DEFAULT_TOKEN_IDS = {"pad_token_id": 58100, "decoder_start_token_id": 58100}
 
     vocab_size: int = 58101
     decoder_vocab_size: int | None = None     # the target vocabulary (None: vocab_size)
     share_encoder_decoder_embeddings: bool = True
     scale_embedding: bool = False
-    decoder_start_token_id: int | None = 58100
-    pad_token_id: int | None = 58100
 
     def __post_init__(self):
         super().__post_init__()
@@ -97,7 +96,7 @@ def tied_aliases(c: MarianConfig) -> dict[str, tuple]:
 # and separate pad and decoder-start ids as the real checkpoints have them (the last vocabulary row).
 _TINY = dict(vocab_size=97, d_model=45, encoder_layers=2, decoder_layers=2, encoder_attention_heads=3,
              decoder_attention_heads=3, encoder_ffn_dim=80, decoder_ffn_dim=72, max_position_embeddings=64,
-             init_std=0.4, activation_function="swish", scale_embedding=True,
+             init_std=0.15, activation_function="swish", scale_embedding=True,
              pad_token_id=96, decoder_start_token_id=96, eos_token_id=0, forced_eos_token_id=0, bos_token_id=None)
 
 FAMILIES = {

@@ -25,7 +25,8 @@ from zoohub.errors import CorruptFileError, MissingFileError
 from zoohub.hub import confine
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
+                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja",
+                   "source.spm", "target.spm", "target_vocab.json")
 
 
 def _content(token) -> str | None:
@@ -75,9 +76,14 @@ class Tokenizer:
         elif confine.is_file(folder, "vocab.json") and confine.is_file(folder, "merges.txt"):
             backend = cls._byte_level_bpe(confine.resolve(folder, "vocab.json"), confine.resolve(folder, "merges.txt"),
                                           config)
+        elif all(confine.is_file(folder, name) for name in ("source.spm", "target.spm", "vocab.json")):
+            from zoohub.tasks.tokenizer_spm import SpmTokenizer  # Marian's SentencePiece files
+
+            return SpmTokenizer.from_folder(folder, config)
         else:
             raise MissingFileError(
-                f"{folder} has no tokenizer: expected tokenizer.json, vocab.txt, or vocab.json + merges.txt"
+                f"{folder} has no tokenizer: expected tokenizer.json, vocab.txt, vocab.json + merges.txt, "
+                "or source.spm + target.spm + vocab.json"
             )
         return cls(backend, config)
 
