@@ -96,7 +96,7 @@ def _ours(family, config, flat, enc, dec_ids, dec_mask, backend):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "jax"])
-@pytest.mark.parametrize("model_type", ["bart", "marian"])
+@pytest.mark.parametrize("model_type", ["bart", "marian", "mbart"])
 def test_encoder_logits_and_cached_decode_match_transformers(tiny, model_type, backend):
     folder, model, _ = tiny(model_type, "seq2seq_lm")
     family, config, flat = _load(folder, model_type)
@@ -244,3 +244,19 @@ def test_hub_configs_read_and_math_changing_values_are_refused():
             bart.from_hf({**BART_BASE_KEYS, **change})
     with pytest.raises(UnsupportedConfigError, match="decoder_vocab_size"):
         marian.from_hf({**OPUS_MT_KEYS, "decoder_vocab_size": 100})
+
+
+@pytest.mark.parametrize("model_type", ["bart", "mbart"])
+def test_default_decoder_inputs_are_the_shifted_inputs(tiny, model_type):
+    """Without decoder inputs BartModel shifts the inputs right after decoder_start_token_id; mBART
+    wraps each row's last real token to the front instead."""
+    folder, model, _ = tiny(model_type, "seq2seq_lm")
+    family, config, flat = _load(folder, model_type)
+    ids, mask = _batch(Tokenizer.from_folder(folder), SOURCES)
+    with torch.no_grad():
+        ref = model(input_ids=torch.from_numpy(ids.astype(np.int64)), attention_mask=torch.from_numpy(mask)).logits.numpy()
+    with using("numpy"):
+        params = unflatten(flat)
+        hidden = family.forward(params["model"], config, {"input_ids": ids, "attention_mask": mask})
+        logits = family.heads["seq2seq_lm"](params, config, hidden)
+    np.testing.assert_allclose(logits, ref, atol=1e-4, rtol=0)

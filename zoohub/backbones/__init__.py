@@ -58,6 +58,7 @@ FAMILY_MODULES: dict[str, str] = {
     "mt5": "zoohub.backbones.t5",
     "bart": "zoohub.backbones.bart",
     "marian": "zoohub.backbones.marian",
+    "mbart": "zoohub.backbones.mbart",
     "bart": "zoohub.backbones.bart",
     "marian": "zoohub.backbones.marian",
     "t5": "zoohub.backbones.t5",

@@ -364,12 +364,12 @@ def family(model_type: str, config_class, arch: str, recipe: TinyRecipe, **chang
 
 # A large init and perturbed norms (tests/tiny.py) so a skipped scale or a wrong offset shows; the
 # position table (40 + 2 rows) is short enough that a missing offset reads other rows.
-_TINY = dict(vocab_size=300, d_model=48, encoder_layers=2, decoder_layers=2, encoder_attention_heads=3,
+TINY = dict(vocab_size=300, d_model=48, encoder_layers=2, decoder_layers=2, encoder_attention_heads=3,
              decoder_attention_heads=3, encoder_ffn_dim=80, decoder_ffn_dim=72, max_position_embeddings=40,
              init_std=0.2, activation_function="gelu", scale_embedding=True,
              pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2)
 
 FAMILIES = {
-    "bart": family("bart", BartConfig, "Bart", TinyRecipe(config="BartConfig", kwargs=_TINY, seed=31,
+    "bart": family("bart", BartConfig, "Bart", TinyRecipe(config="BartConfig", kwargs=TINY, seed=31,
                                                           tokenizer="byte_bpe")),
 }
