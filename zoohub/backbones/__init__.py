@@ -54,13 +54,9 @@ FAMILY_MODULES: dict[str, str] = {
     "gpt_oss": "zoohub.backbones.gpt_oss",
     "deepseek_v3": "zoohub.backbones.deepseek_v3",
     "vit": "zoohub.backbones.vit",
-    "t5": "zoohub.backbones.t5",
-    "mt5": "zoohub.backbones.t5",
     "bart": "zoohub.backbones.bart",
     "marian": "zoohub.backbones.marian",
     "mbart": "zoohub.backbones.mbart",
-    "bart": "zoohub.backbones.bart",
-    "marian": "zoohub.backbones.marian",
     "t5": "zoohub.backbones.t5",
     "mt5": "zoohub.backbones.t5",
 }
