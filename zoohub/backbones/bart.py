@@ -37,7 +37,6 @@ def legacy_checks(*, normalize_before: bool, embedding_norm: bool, static_positi
     return {
         "normalize_before": at(normalize_before), "add_final_layer_norm": at(normalize_before),
         "normalize_embedding": at(embedding_norm), "static_position_embeddings": at(static_positions),
-        "add_bias_logits": _FALSE,
     }
 
 
@@ -59,7 +58,9 @@ class BartConfig(ModelConfig):
     }
     # Ignored by transformers 5 too: the position-table offset is always 2; the rest are old generation
     # switches and a misspelled duplicate of classifier_dropout.
-    IGNORED = frozenset({"extra_pos_embeddings", "force_bos_token_to_be_generated", "classif_dropout", "_num_labels"})
+    # add_bias_logits: final_logits_bias is added whatever it says (transformers 4.x and 5 alike).
+    IGNORED = frozenset({"extra_pos_embeddings", "force_bos_token_to_be_generated", "classif_dropout", "_num_labels",
+                         "add_bias_logits"})
     PRE_NORM: ClassVar[bool] = False
     """mBART: a layer norm before each block and after each stack (BART: after each block)."""
     POSITION_OFFSET: ClassVar[int] = 2
@@ -332,6 +333,7 @@ def lm_logits(params, c: BartConfig, hidden, inputs=None, *, rng=None):
 
 def seq2seq_head(architecture: str) -> Head:
     return Head(task="seq2seq_lm", architecture=architecture, apply=lm_logits, tied=("lm_head.weight",),
+                zeros_if_missing=("final_logits_bias",),
                 shapes=lambda c, n: {"lm_head.weight": (c.target_vocab_size, c.d_model),
                                      "final_logits_bias": (1, c.target_vocab_size)})
 

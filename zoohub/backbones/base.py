@@ -211,6 +211,9 @@ class Head:
     tied_unless_stored: bool = False
     """`tied` tensors that the file does store are loaded and kept untied, whatever the config says
     (transformers 5 writes `tie_word_embeddings=true` for every T5 and unties a stored, different `lm_head`)."""
+    zeros_if_missing: tuple[str, ...] = ()
+    """Head buffers a file may lack, then zeros as transformers makes them (BART's `final_logits_bias` in
+    files saved from `BartModel`); reported in `LoadReport.new_tensors`."""
     tie_to: str = ""
     """Set by `Family`: the embedding tensor (a task-params path) that `tied` tensors fall back to."""
 
@@ -279,6 +282,9 @@ class Family:
     """config -> tensors a checkpoint may or may not have (BERT's pooler)."""
     ignored: tuple[str, ...] = (r"(^|\.)position_ids$",)
     """Regexes of stored buffers that are not parameters."""
+    ignored_by_config: Callable[[Any], tuple[str, ...]] = lambda config: ()
+    """config -> more regexes of stored tensors never loaded under that config (Marian's aliases of
+    `shared`, which only a separate-vocabulary model reads as its own tables)."""
     heads: Mapping[str, Head] = field(default_factory=dict)
     """task name -> head."""
     layers: str | None = None

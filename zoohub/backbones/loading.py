@@ -6,6 +6,7 @@ nothing is left uninitialised silently: a new head is initialised on purpose and
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,7 +66,9 @@ def load_params(
     report = LoadReport()
     rng = np.random.default_rng(seed)
     std = getattr(config, "initializer_range", 0.02)
-    tensors = {k: v for k, v in tensors.items() if not family.is_ignored(k, head)}
+    by_config = family.ignored_by_config(config)
+    tensors = {k: v for k, v in tensors.items()
+               if not family.is_ignored(k, head) and not any(re.search(p, k) for p in by_config)}
     expected = family.shapes(config)
     optional = family.optional_shapes(config)
     backbone, rest = split_backbone(tensors, family, set(expected) | set(optional))
@@ -100,6 +103,10 @@ def load_params(
                 continue
             head_shapes.pop(name, None)
             rest.pop(name, None)
+    for name in head.zeros_if_missing:
+        if name not in rest and name in head_shapes:
+            rest[name] = np.zeros(head_shapes[name], np.float32)
+            report.new_tensors.append(name)
     present = {k for k in head_shapes if k in rest}
     shape_ok = all(tuple(rest[k].shape) == tuple(head_shapes[k]) for k in present)
     if present == set(head_shapes) and shape_ok:

@@ -85,11 +85,10 @@ def shapes(c: MarianConfig) -> dict[str, tuple]:
     return out
 
 
-def tied_aliases(c: MarianConfig) -> dict[str, tuple]:
-    """With shared embeddings, older files also store each stack's alias of `shared` (tied on load)."""
-    if not c.share_encoder_decoder_embeddings:
-        return {}
-    return {f"{side}.embed_tokens.weight": (c.vocab_size, c.d_model) for side in ("encoder", "decoder")}
+def tied_aliases(c: MarianConfig) -> tuple[str, ...]:
+    """With shared embeddings, older files also store each stack's copy of `shared`: not read (a
+    separate-vocabulary model's own tables have these names)."""
+    return (bart.TIED_ALIASES,) if c.share_encoder_decoder_embeddings else ()
 
 
 # Odd sizes (odd width too: the sine half is one column wider), the swish activation opus-mt uses,
@@ -102,6 +101,6 @@ _TINY = dict(vocab_size=97, d_model=45, encoder_layers=2, decoder_layers=2, enco
 FAMILIES = {
     "marian": bart.family(
         "marian", MarianConfig, "Marian", TinyRecipe(config="MarianConfig", kwargs=_TINY, seed=37, tokenizer="spm"),
-        shapes=shapes, optional_shapes=tied_aliases, heads={"seq2seq_lm": bart.seq2seq_head("MarianMTModel")},
+        shapes=shapes, ignored_by_config=tied_aliases, heads={"seq2seq_lm": bart.seq2seq_head("MarianMTModel")},
         ignored=(r"(^|\.)position_ids$", r"(^|\.)embed_positions\.weight$"), learned_positions=False),
 }
