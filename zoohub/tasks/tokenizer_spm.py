@@ -55,9 +55,20 @@ def _vocab(folder: Path, name: str) -> dict[str, int]:
 class SpmTokenizer:
     """The `Tokenizer` interface (encode_batch, decode, special tokens) over Marian's files.
 
-    >>> import zoohub.tasks.tokenizer_spm as m
-    >>> m._UNDERLINE
-    '▁'
+    >>> import io, json, tempfile, sentencepiece
+    >>> from pathlib import Path
+    >>> folder, model = Path(tempfile.mkdtemp()), io.BytesIO()
+    >>> sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(["a cat sat", "a dog ran"] * 9),
+    ...     model_writer=model, vocab_size=20, hard_vocab_limit=False, minloglevel=2)
+    >>> for name in ("source.spm", "target.spm"):
+    ...     _ = (folder / name).write_bytes(model.getvalue())
+    >>> pieces = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue()).encode("a cat", out_type=str)
+    >>> vocab = {"</s>": 0, "<unk>": 1, **{p: i + 2 for i, p in enumerate(pieces)}, "<pad>": 9}
+    >>> _ = (folder / "vocab.json").write_text(json.dumps(vocab))  # pieces of "a cat" only: "dog" is unknown
+    >>> tok = SpmTokenizer.from_folder(folder, {})
+    >>> ids, _ = tok.encode_batch(["a cat", "a dog"], max_length=None)
+    >>> tok.decode(ids[0]), ids[0][-1] == tok.token_id("eos_token"), tok.token_id("unk_token") in ids[1]
+    ('a cat', True, True)
     """
 
     def __init__(self, folder: Path, config: dict):
