@@ -279,3 +279,37 @@ def test_a_base_model_file_loads_with_a_zero_logits_bias(tiny, tmp_path):
         hidden = family.forward(params["model"], config, {"input_ids": ids, "attention_mask": mask})
         logits = family.heads["seq2seq_lm"](params, config, hidden)
     np.testing.assert_allclose(logits, ref.numpy(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("model_type", ["bart", "marian", "mbart"])
+def test_greedy_decoding_through_the_cache_equals_transformers_generate(tiny, model_type):
+    """A plain greedy loop over `decode` steps (numpy) gives transformers' greedy tokens."""
+    folder, model, _ = tiny(model_type, "seq2seq_lm")
+    family, config, flat = _load(folder, model_type)
+    enc = _batch(Tokenizer.from_folder(folder), SOURCES)
+    start, pad, eos = config.token_id("decoder_start_token_id"), config.token_id("pad_token_id"), config.extra["eos_token_id"]
+    steps = 8
+    with torch.no_grad():
+        ref = model.generate(input_ids=torch.from_numpy(enc[0].astype(np.int64)), attention_mask=torch.from_numpy(enc[1]),
+                             do_sample=False, num_beams=1, max_new_tokens=steps, min_length=0, forced_eos_token_id=None,
+                             forced_bos_token_id=None, no_repeat_ngram_size=0).numpy()
+    head = family.heads["seq2seq_lm"]
+    with using("numpy"):
+        params = unflatten(flat)
+        src = {"input_ids": enc[0], "attention_mask": enc[1]}
+        cross = family.cross_cache(params["model"], config, family.encode(params["model"], config, src), enc[1])
+        b, slots = len(enc[0]), steps + 1
+        shape = (config.cache_layers, b, slots, config.kv_heads, config.dim_per_head)
+        cache = KVCache(k=np.zeros(shape, np.float32), v=np.zeros(shape, np.float32),
+                        positions=np.broadcast_to(np.arange(slots, dtype=np.int32), (b, slots)).copy(),
+                        real=np.ones((b, slots), np.int32), index=0)
+        tokens, done = [np.full(b, start, np.int32)], np.zeros(b, bool)
+        for i in range(steps):
+            step = {"input_ids": tokens[-1][:, None], "position_ids": np.full((b, 1), i, np.int32)}
+            hidden, cache = family.decode(params["model"], config, step, cross, cache=cache._replace(index=i))
+            nxt = np.where(done, pad, head(params, config, hidden)[:, -1].argmax(-1)).astype(np.int32)
+            done |= nxt == eos
+            tokens.append(nxt)
+            if done.all():
+                break
+    np.testing.assert_array_equal(np.stack(tokens, 1), ref)
