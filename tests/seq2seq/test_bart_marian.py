@@ -313,3 +313,26 @@ def test_greedy_decoding_through_the_cache_equals_transformers_generate(tiny, mo
             if done.all():
                 break
     np.testing.assert_array_equal(np.stack(tokens, 1), ref)
+
+
+@pytest.mark.parametrize("model_type", ["bart", "marian"])
+def test_backbone_saves_a_base_model_transformers_loads(tiny, model_type, tmp_path):
+    """The bare encoder-decoder (BartModel / MarianModel: no prefix, no head) saved by zoohub loads in
+    transformers with the same decoder states; Marian's computed position tables are not written."""
+    import zoohub
+    from zoohub.backbones.bart import shift_right
+
+    folder, _, _ = tiny(model_type, "seq2seq_lm")
+    with using("numpy"):
+        backbone = zoohub.Backbone.from_preset(folder)
+        hidden = backbone.predict(SOURCES)
+    out = backbone.save_to_preset(tmp_path / "saved")
+    assert not any("embed_positions" in k for k in read_weights(out)) or model_type == "bart"
+    reference = transformers.AutoModel.from_pretrained(out).eval()
+    ids, mask = _batch(backbone.tokenizer, SOURCES)
+    with using("numpy"):
+        decoder_ids = np.asarray(shift_right(ids, backbone.config)).astype(np.int64)  # MarianModel does not shift
+    with torch.no_grad():
+        ref = reference(input_ids=torch.from_numpy(ids.astype(np.int64)), attention_mask=torch.from_numpy(mask),
+                        decoder_input_ids=torch.from_numpy(decoder_ids)).last_hidden_state.numpy()
+    np.testing.assert_allclose(hidden, ref, atol=1e-4, rtol=0)
