@@ -336,3 +336,27 @@ def test_backbone_saves_a_base_model_transformers_loads(tiny, model_type, tmp_pa
         ref = reference(input_ids=torch.from_numpy(ids.astype(np.int64)), attention_mask=torch.from_numpy(mask),
                         decoder_input_ids=torch.from_numpy(decoder_ids)).last_hidden_state.numpy()
     np.testing.assert_allclose(hidden, ref, atol=1e-4, rtol=0)
+
+
+def test_marian_tokenizer_with_separate_vocabularies(tiny, tmp_path):
+    """separate_vocabs: targets are numbered by target_vocab.json, decoding uses the target model."""
+    import shutil
+
+    folder = tiny.folder("marian", "seq2seq_lm")
+    for name in ("source.spm", "target.spm", "vocab.json"):
+        shutil.copy(folder / name, tmp_path / name)
+    source_vocab = json.loads((folder / "vocab.json").read_text())
+    pieces = [p for p in source_vocab if p not in ("</s>", "<unk>", "<pad>")][::-1]  # another numbering
+    (tmp_path / "target_vocab.json").write_text(json.dumps(
+        {"</s>": 0, "<unk>": 1, **{p: i + 2 for i, p in enumerate(pieces)}, "<pad>": len(pieces) + 2}))
+    reference = transformers.MarianTokenizer(
+        source_spm=str(tmp_path / "source.spm"), target_spm=str(tmp_path / "target.spm"),
+        vocab=str(tmp_path / "vocab.json"), target_vocab_file=str(tmp_path / "target_vocab.json"), separate_vocabs=True)
+    reference.save_pretrained(tmp_path)
+    ours = Tokenizer.from_folder(tmp_path)
+    assert ours.encode_batch(SOURCES, max_length=None)[0] == [reference(t)["input_ids"] for t in SOURCES]
+    targets = ours.encode_batch(TARGETS, max_length=None, target=True)[0]
+    assert targets == [reference(text_target=t)["input_ids"] for t in TARGETS]
+    assert targets != ours.encode_batch(TARGETS, max_length=None)[0]
+    for row in targets:
+        assert ours.decode(row) == reference.decode(row, skip_special_tokens=True)
