@@ -18,12 +18,13 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from zoohub.backbones import seq2seq
 from zoohub.backbones.base import Family, Head, ModelConfig, TinyRecipe
 from zoohub.backbones.decoder import KVCache, prepare
+from zoohub.backbones.seq2seq import write_layer
 from zoohub.backend import ops
 from zoohub.layers import KeyStream, activation, attention, causal_mask, dropout, embedding, get_path, layer_norm, linear
 from zoohub.layers import padding_mask
-from zoohub.layers.kv_cache import update_cache
 
 _FALSE = (lambda v: not v, "false or absent")
 _TRUE = (lambda v: v is None or v is True, "true")
@@ -81,7 +82,7 @@ class BartConfig(ModelConfig):
     activation_function: str = "gelu"
     scale_embedding: bool = False            # token embeddings times sqrt(D)
     dropout: float = 0.1
-    attention_dropout: float = 0.0           # on attention outputs here (transformers: on the probabilities)
+    attention_dropout: float = 0.0           # training only: transformers drops attention probabilities, zoohub's fit does not
     activation_dropout: float = 0.0
     encoder_layerdrop: float = 0.0           # training-time layer skipping; zoohub's fit keeps every layer
     decoder_layerdrop: float = 0.0
@@ -229,16 +230,17 @@ def decode(params, c: BartConfig, inputs, cross, *, cache: KVCache | None = None
     _, positions, key_positions, key_valid = prepare({**inputs, "position_ids": positions}, cache)
     self_mask = key_valid & causal_mask(positions, key_positions)
     x = _embed(params, c, "decoder", ids, positions, keys)
-    n, new_k, new_v = c.decoder_attention_heads, [], []
+    n = c.decoder_attention_heads
+    stacks = None if cache is None else {"k": cache.k, "v": cache.v}
     for i in range(c.decoder_layers):
         p = params["decoder"]["layers"][str(i)]
         sa, ca = p["self_attn"], p["encoder_attn"]
 
         def self_attention(h, sa=sa, i=i):
             k, v = _heads(linear(sa["k_proj"], h), n), _heads(linear(sa["v_proj"], h), n)
-            if cache is not None:
-                k, v = update_cache(cache.k[i], k, cache.index), update_cache(cache.v[i], v, cache.index)
-                new_k.append(k), new_v.append(v)
+            if stacks is not None:
+                stacks["k"], k = write_layer(stacks["k"], k, i, cache.index)
+                stacks["v"], v = write_layer(stacks["v"], v, i, cache.index)
             return _attend(sa, h, k, v, self_mask, n)
 
         def cross_attention(h, ca=ca, i=i):
@@ -248,19 +250,12 @@ def decode(params, c: BartConfig, inputs, cross, *, cache: KVCache | None = None
         x = _residual(c, p["encoder_attn_layer_norm"], x, cross_attention, keys)
         x = _residual(c, p["final_layer_norm"], x, _feed_forward(c, p, keys), keys)
     x = _final_norm(params, c, "decoder", x)
-    if cache is None:
-        return x
-    if ops().name == "jax":  # numpy wrote into the cache's own buffers
-        cache = cache._replace(k=xp.stack(new_k), v=xp.stack(new_v))
-    return x, cache
+    return x if cache is None else (x, cache._replace(**stacks))
 
 
 def shift_right(ids, c: BartConfig):
     """transformers' `shift_tokens_right`: the decoder start token, then ids[:, :-1] (-100 -> pad)."""
-    xp = ops().xp
-    start = xp.full((ids.shape[0], 1), c.token_id("decoder_start_token_id"), dtype=ids.dtype)
-    shifted = xp.concatenate([start, ids[:, :-1]], axis=1)
-    return xp.where(shifted == -100, c.token_id("pad_token_id"), shifted)
+    return seq2seq.shift_right(ids, start_id=c.token_id("decoder_start_token_id"), pad_id=c.token_id("pad_token_id"))
 
 
 def forward(params, c: BartConfig, inputs, *, rng=None):
