@@ -27,5 +27,40 @@ ROWS: list[dict] = [
          description="ELECTRA base fine-tuned on SQuAD 2.0: extractive question answering (English).",
          params=108_893_186, license="cc-by-4.0", task="question_answerer", family="electra"),
     # -- deberta-v2, modernbert --
+    # No revision of these repos could be checked here: every row follows main. Which files each repo holds
+    # was not checked either: zoohub loads safetensors and tokenizer.json only, and the microsoft DeBERTa-v3
+    # repos were published with pytorch_model.bin and spm.model (a converted copy or a sentencepiece reader
+    # is needed for them). Licenses as the repos' model cards state them (DeBERTa: MIT; ModernBERT: Apache-2.0).
+    dict(name="deberta_v3_base_en", handle="hf://microsoft/deberta-v3-base", revision=None,
+         description="DeBERTa-v3 base, English (12 layers, 768 wide, disentangled attention over 256 log-bucketed relative positions).",
+         params=183_831_552, license="mit", task="backbone", family="deberta-v2"),
+    dict(name="deberta_v3_small_en", handle="hf://microsoft/deberta-v3-small", revision=None,
+         description="DeBERTa-v3 small, English (6 layers, 768 wide, 128k-token vocabulary).",
+         params=141_304_320, license="mit", task="backbone", family="deberta-v2"),
+    dict(name="deberta_v3_large_en", handle="hf://microsoft/deberta-v3-large", revision=None,
+         description="DeBERTa-v3 large, English (24 layers, 1024 wide).",
+         params=434_012_160, license="mit", task="backbone", family="deberta-v2"),
+    dict(name="deberta_v3_base_en_nli", handle="hf://MoritzLaurer/DeBERTa-v3-base-mnli-fever-anli", revision=None,
+         description="DeBERTa-v3 base fine-tuned for natural language inference (entailment / neutral / contradiction) on MNLI, FEVER and ANLI.",
+         params=184_424_451, license="mit", task="text_classifier", family="deberta-v2"),
+    dict(name="deberta_v3_base_en_nli_cross_encoder", handle="hf://cross-encoder/nli-deberta-v3-base", revision=None,
+         description="Cross-encoder for NLI on (premise, hypothesis) pairs: contradiction / entailment / neutral (SNLI + MultiNLI).",
+         params=184_424_451, license="apache-2.0", task="text_classifier", family="deberta-v2"),
+    dict(name="modernbert_base_en", handle="hf://answerdotai/ModernBERT-base", revision=None,
+         description="ModernBERT base, English and code (22 layers, 768 wide, RoPE, local/global attention, 8192 tokens), masked LM.",
+         params=149_655_232, license="apache-2.0", task="masked_lm", family="modernbert"),
+    dict(name="modernbert_large_en", handle="hf://answerdotai/ModernBERT-large", revision=None,
+         description="ModernBERT large, English and code (28 layers, 1024 wide, 8192 tokens), masked LM.",
+         params=395_881_664, license="apache-2.0", task="masked_lm", family="modernbert"),
+    dict(name="modernbert_embed_base_en", handle="hf://nomic-ai/modernbert-embed-base", revision=None,
+         description="Sentence embeddings from ModernBERT base (768-d, mean pooling; Matryoshka to 256-d); "
+                     "texts take a 'search_query: ' or 'search_document: ' prefix.",
+         params=149_014_272, license="apache-2.0", task="text_embedder", family="modernbert"),
+    dict(name="gte_modernbert_base_en", handle="hf://Alibaba-NLP/gte-modernbert-base", revision=None,
+         description="GTE sentence embeddings from ModernBERT base (768-d, CLS pooling, 8192 tokens).",
+         params=149_014_272, license="apache-2.0", task="text_embedder", family="modernbert"),
+    dict(name="gte_reranker_modernbert_base_en", handle="hf://Alibaba-NLP/gte-reranker-modernbert-base", revision=None,
+         description="GTE cross-encoder reranker on ModernBERT base: one relevance score per (query, passage) pair.",
+         params=149_605_633, license="apache-2.0", task="reranker", family="modernbert"),
     # -- token classification, question answering, reranking --
 ]
