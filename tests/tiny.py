@@ -36,7 +36,7 @@ def families_with(*tasks: str) -> list[str]:
 def primary_task(model_type: str) -> str:
     """The head a family is mostly used with: what the LoRA and sharding tests load."""
     heads = get_family(model_type).heads
-    return next(t for t in ("causal_lm", "text_classifier", "image_classifier") if t in heads)
+    return next(t for t in ("causal_lm", "seq2seq_lm", "text_classifier", "image_classifier") if t in heads)
 
 
 def recipe_of(model_type: str):

@@ -23,6 +23,7 @@ _EXPORTS = {
     "MaskedLM": "zoohub.tasks.masked_lm",
     "TextEmbedder": "zoohub.tasks.text_embedder",
     "CausalLM": "zoohub.tasks.causal_lm",
+    "Seq2SeqLM": "zoohub.tasks.seq2seq_lm",
     "ImageClassifier": "zoohub.tasks.image_classifier",
     "TokenClassifier": "zoohub.tasks.token_classifier",
     "QuestionAnswerer": "zoohub.tasks.question_answerer",

@@ -23,9 +23,10 @@ transformers = pytest.importorskip("transformers")
 
 ROOT = str(Path(__file__).resolve().parents[2])
 TASK_CLASSES = {"causal_lm": zoohub.CausalLM, "text_classifier": zoohub.TextClassifier,
-                "image_classifier": zoohub.ImageClassifier}
+                "image_classifier": zoohub.ImageClassifier, "seq2seq_lm": zoohub.Seq2SeqLM}
 # What the parity suites parametrize over (tests/decoder, tests/encoder, tests/vision).
 COVERED = {"causal_lm": families_with("causal_lm"), "image_classifier": families_with("image_classifier"),
+           "seq2seq_lm": families_with("seq2seq_lm"),  # tests/seq2seq
            "text": [t for t in families_with("text_classifier", "masked_lm") if get_family(t).input_kind == "text"]}
 
 
@@ -61,6 +62,10 @@ def _inputs(model_type: str, preprocessor):
     if task == "causal_lm":
         ids = np.array([[1, 5, 9, 14, 22, 7, 3], [2, 8, 40, 11, 6, 17, 90]], np.int32)
         return {"input_ids": ids}, {"input_ids": torch.from_numpy(ids.astype(np.int64))}
+    if task == "seq2seq_lm":
+        ids, dec = SEQ2SEQ_INPUTS
+        ours = {"input_ids": ids, "decoder_input_ids": dec}
+        return ours, {k: torch.from_numpy(v.astype(np.int64)) for k, v in ours.items()}
     if task == "image_classifier":
         images = [np.random.default_rng(i).integers(0, 256, (20, 23, 3), dtype=np.uint8) for i in range(3)]
         pixels = preprocessor(images=images, return_tensors="pt")["pixel_values"]
@@ -104,6 +109,8 @@ def test_default_lora_targets_give_a_peft_adapter_and_a_merged_checkpoint(tiny, 
     np.testing.assert_allclose(ours, ref, atol=1e-4)
 
 
+SEQ2SEQ_INPUTS = (np.array([[5, 9, 14, 22, 7, 1], [8, 40, 11, 6, 17, 1]], np.int32), np.array([[0, 4, 9], [0, 12, 3]], np.int32))
+
 SHARDED = """
 import json, sys
 import numpy as np
@@ -114,8 +121,11 @@ from zoohub.presets.weights import flatten
 out = {}
 for model_type, task, folder, target in json.loads(sys.argv[1]):
     cls = {"causal_lm": zoohub.CausalLM, "text_classifier": zoohub.TextClassifier,
-           "image_classifier": zoohub.ImageClassifier}[task]
-    if task == "causal_lm":
+           "image_classifier": zoohub.ImageClassifier, "seq2seq_lm": zoohub.Seq2SeqLM}[task]
+    if task == "seq2seq_lm":
+        x = {"input_ids": np.array([[5, 9, 14, 22, 7, 1], [8, 40, 11, 6, 17, 1]], np.int32),
+             "decoder_input_ids": np.array([[0, 4, 9], [0, 12, 3]], np.int32)}
+    elif task == "causal_lm":
         x = {"input_ids": np.array([[1, 5, 9, 14, 22, 7, 3], [2, 8, 40, 11, 6, 17, 90]], np.int32)}
     elif task == "image_classifier":
         x = [np.random.default_rng(i).integers(0, 256, (20, 23, 3), dtype=np.uint8) for i in range(4)]

@@ -191,7 +191,8 @@ class CausalLM(Task):
         if s.sampler == "beam":
             from zoohub.tasks.generation_beam import beam_search
 
-            return beam_search(self, self.params, inputs["input_ids"], inputs["attention_mask"], s)
+            return beam_search(self, self.params, inputs["input_ids"], inputs["attention_mask"], s,
+                               s.num_return_sequences)
         rows: list[list[int]] = [[] for _ in range(inputs["input_ids"].shape[0])]
         chunk = 16 if s.stop else None
         for new in self._steps(inputs, s, chunk):

@@ -38,6 +38,9 @@ class GenerationSettings:
     stop_token_ids: tuple[int, ...] = ()
     stop: tuple[str, ...] = ()
     pad_token_id: int = 0
+    num_return_sequences: int = 1  # beams kept per prompt (beam search)
+    forced_bos_token_id: int = -1  # the first new token, when >= 0 (mBART-style target languages)
+    forced_eos_token_id: int = -1  # the last allowed new token, when >= 0 (BART, Marian)
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -90,17 +93,35 @@ def pick_tokens(logits, noise, *, do_sample: bool, temperature=1.0, top_k=0, top
     return xp.argmax(filter_logits(logits, temperature, top_k, top_p, xp) + noise, axis=-1).astype(xp.int32)
 
 
+def force_tokens(logits, step, *, bos, eos, last_step, xp=None):
+    """transformers' ForcedBOS / ForcedEOS logits processors: at new-token `step` 0 only `bos` may come,
+    at `last_step` only `eos` (its score set to 0, the others to -inf); a negative id forces nothing.
+    Works on logits or log-probabilities [B, V]; step, bos, eos, last_step may be traced."""
+    xp = xp or ops().xp
+    vocab = xp.arange(logits.shape[-1])[None, :]
+    for token, when in ((bos, step == 0), (eos, step == last_step)):
+        forced = xp.where(vocab == token, 0.0, -xp.inf).astype(logits.dtype)
+        logits = xp.where(when & (token >= 0), forced, logits)
+    return logits
+
+
 # ---- one model step over the cache -------------------------------------------------------------
 
-def model_step(task, params, *, tokens, positions, cache: KVCache, last=None):
+def model_step(task, params, *, tokens, positions, cache: KVCache, last=None, cross=None):
     """Run `tokens` [B, T] at `positions` [B, T] through the model, writing their keys and values at
     `cache.index`; returns (float32 logits of the last position [B, V], the updated cache).
 
     last: [B] the index in T of the position whose logits to return, where rows end in padding
-    (the serving engine's right-padded prompt chunks); default the final one."""
+    (the serving engine's right-padded prompt chunks); default the final one.
+    cross: an encoder-decoder's cross-attention keys/values (`Family.cross_cache`); the tokens are then
+    decoder tokens."""
     family = task.family
     inputs = {"input_ids": tokens, "position_ids": positions}
-    hidden, cache = family.forward(family.backbone_params(params), task.config, inputs, cache=cache)
+    backbone = family.backbone_params(params)
+    if cross is None:
+        hidden, cache = family.forward(backbone, task.config, inputs, cache=cache)
+    else:
+        hidden, cache = family.decode(backbone, task.config, inputs, cross, cache=cache)
     if last is None:
         hidden = hidden[:, -1:]
     else:
@@ -119,11 +140,36 @@ def new_cache(task, params, prompt_mask, total: int):
     next_pos = prompt_mask.astype(xp.int32).sum(1)
     new_pos = next_pos[:, None] + xp.arange(total - tp, dtype=xp.int32)[None, :]
     dtype = get_path(params, task.family.embedding_path(task.head)).dtype
-    kv = init_cache(config.num_hidden_layers, b, total, config.kv_heads, config.dim_per_head, dtype)
+    layers = getattr(config, "cache_layers", None) or config.num_hidden_layers  # an encoder-decoder's decoder layers
+    kv = init_cache(layers, b, total, config.kv_heads, config.dim_per_head, dtype)
     cache = KVCache(k=kv["k"], v=kv["v"], positions=xp.concatenate([prompt_pos, new_pos], axis=1).astype(xp.int32),
                     real=xp.concatenate([prompt_mask.astype(xp.int32), xp.ones((b, total - tp), xp.int32)], axis=1),
                     index=xp.int32(0))  # an int32 from the start: the decode loop carries it
     return prompt_pos, cache
+
+
+def prompt_length(task, ids) -> int:
+    """Slots the first model step fills: the prompt, or an encoder-decoder's one decoder start token."""
+    return 1 if task.family.is_encoder_decoder else ids.shape[1]
+
+
+def start_decoding(task, params, ids, mask, new_slots: int):
+    """(first tokens [B, T0], their positions [B, T0], an empty KVCache of T0 + new_slots slots, cross).
+
+    A decoder starts from the prompt itself (cross is None). An encoder-decoder encodes the prompt once,
+    computes every decoder layer's cross-attention keys/values once (carried read-only through the
+    loop), and starts its decoder from `task.decoder_start_token_id`."""
+    family = task.family
+    if not family.is_encoder_decoder:
+        positions, cache = new_cache(task, params, mask, ids.shape[1] + new_slots)
+        return ids, positions, cache, None
+    xp = ops().xp
+    backbone = family.backbone_params(params)
+    hidden = family.encode(backbone, task.config, {"input_ids": ids, "attention_mask": mask})
+    cross = family.cross_cache(backbone, task.config, hidden, mask)
+    first = xp.full((ids.shape[0], 1), task.decoder_start_token_id, xp.int32)
+    positions, cache = new_cache(task, params, xp.ones((ids.shape[0], 1), xp.int32), 1 + new_slots)
+    return first, positions, cache, cross
 
 
 def feed_position(cache: KVCache, index):
@@ -139,13 +185,16 @@ def feed_position(cache: KVCache, index):
 
 def decode_numpy(task, params, ids: np.ndarray, mask: np.ndarray, s: GenerationSettings) -> Iterator[np.ndarray]:
     """Yield the tokens [B] of each step (pad after a row has stopped) until all rows stop."""
-    b, tp = ids.shape
-    prompt_pos, cache = new_cache(task, params, mask, tp + s.max_new_tokens)
-    logits, cache = model_step(task, params, tokens=ids, positions=prompt_pos, cache=cache)
+    b, tp = ids.shape[0], prompt_length(task, ids)
+    first, prompt_pos, cache, cross = start_decoding(task, params, ids, mask, s.max_new_tokens)
+    logits, cache = model_step(task, params, tokens=first, positions=prompt_pos, cache=cache, cross=cross)
     rng = np.random.default_rng(s.seed)
     done = np.zeros(b, bool)
     stops = np.asarray(s.stop_token_ids or [-1])
     for i in range(s.max_new_tokens):
+        if s.forced_bos_token_id >= 0 or s.forced_eos_token_id >= 0:
+            logits = force_tokens(logits, i, bos=s.forced_bos_token_id, eos=s.forced_eos_token_id,
+                                  last_step=s.max_new_tokens - 1)
         noise = rng.gumbel(size=logits.shape).astype(np.float32) if s.do_sample else None
         tok = pick_tokens(logits, noise, do_sample=s.do_sample, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
         tok = np.where(done, s.pad_token_id, tok).astype(np.int32)
@@ -154,7 +203,7 @@ def decode_numpy(task, params, ids: np.ndarray, mask: np.ndarray, s: GenerationS
         if done.all() or i == s.max_new_tokens - 1:
             return
         cache, position = feed_position(cache, tp + i)
-        logits, cache = model_step(task, params, tokens=tok[:, None], positions=position, cache=cache)
+        logits, cache = model_step(task, params, tokens=tok[:, None], positions=position, cache=cache, cross=cross)
 
 
 # ---- stop strings and streaming -------------------------------------------------------------------

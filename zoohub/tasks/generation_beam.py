@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from zoohub.backend import ops
-from zoohub.tasks.generation import GenerationSettings, feed_position, model_step, new_cache, trim_row
+from zoohub.errors import InputError
+from zoohub.tasks.generation import (GenerationSettings, feed_position, force_tokens, model_step, prompt_length,
+                                     start_decoding, trim_row)
 from zoohub.tasks.probabilities import log_softmax
 
 _NEG = -1.0e9
@@ -25,37 +27,46 @@ def _gather(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def _model(task, params, ids: np.ndarray, mask: np.ndarray, max_new: int):
-    """(prefill() -> logits, step(tokens, g, origins) -> logits) over a cache of B*beams rows."""
+    """(prefill() -> logits, step(tokens, g, origins) -> logits) over a cache of B*beams rows.
+
+    An encoder-decoder's inputs come repeated per beam, so its cross-attention keys/values are per beam
+    row already and never reordered: a beam's origin is always a row of the same input."""
     o = ops()
     xp = o.xp
-    tp = ids.shape[1]
-    prompt_pos, cache = new_cache(task, params, xp.asarray(mask), tp + max_new)
+    tp = prompt_length(task, ids)
 
-    def run(params, tokens, positions, cache):
-        return model_step(task, params, tokens=tokens, positions=positions, cache=cache)
+    def start(params, ids, mask):
+        first, positions, cache, cross = start_decoding(task, params, ids, mask, max_new)
+        logits, cache = model_step(task, params, tokens=first, positions=positions, cache=cache, cross=cross)
+        return logits, cache, cross
 
-    def reorder_and_step(params, tokens, cache, index, origins):
+    def reorder_and_step(params, tokens, cache, index, origins, cross):
         cache, position = feed_position(cache._replace(k=cache.k[:, origins], v=cache.v[:, origins]), index)
-        return run(params, tokens, position, cache)
+        return model_step(task, params, tokens=tokens, positions=position, cache=cache, cross=cross)
 
     if o.name == "jax":
-        run, reorder_and_step = o.jit(run), o.jit(reorder_and_step)
-    state = {"cache": cache}
+        start, reorder_and_step = o.jit(start), o.jit(reorder_and_step)
+    state = {}
 
     def prefill():
-        logits, state["cache"] = run(params, xp.asarray(ids), prompt_pos, state["cache"])
+        logits, state["cache"], state["cross"] = start(params, xp.asarray(ids), xp.asarray(mask))
         return o.to_numpy(logits)
 
     def step(tokens: np.ndarray, g: int, origins: np.ndarray):
         tokens = xp.asarray(tokens[:, None].astype(np.int32))
-        logits, state["cache"] = reorder_and_step(params, tokens, state["cache"], np.int32(tp + g - 1), xp.asarray(origins))
+        logits, state["cache"] = reorder_and_step(params, tokens, state["cache"], np.int32(tp + g - 1),
+                                                  xp.asarray(origins), state["cross"])
         return o.to_numpy(logits)
 
     return prefill, step
 
 
-def beam_search(task, params, ids: np.ndarray, mask: np.ndarray, s: GenerationSettings) -> list[list[int]]:
-    """Best beam per prompt: new tokens, up to and including a stop token."""
+def beam_search(task, params, ids: np.ndarray, mask: np.ndarray, s: GenerationSettings,
+                num_return: int = 1) -> list[list[int]]:
+    """The `num_return` best beams per prompt (prompt by prompt, best first): new tokens, up to and
+    including a stop token."""
+    if not 1 <= num_return <= s.num_beams:
+        raise InputError(f"num_return_sequences={num_return} must be between 1 and num_beams={s.num_beams}")
     b, nb, max_new = ids.shape[0], s.num_beams, s.max_new_tokens
     prefill, step = _model(task, params, np.repeat(ids, nb, 0), np.repeat(mask, nb, 0), max_new)
     eos = np.asarray(s.stop_token_ids, np.int64)
@@ -73,7 +84,11 @@ def beam_search(task, params, ids: np.ndarray, mask: np.ndarray, s: GenerationSe
     g = 0
     while True:
         vocab = logits.shape[-1]
-        log_probs = log_softmax(logits).reshape(b, nb, vocab) + running_scores[:, :, None]
+        log_probs = log_softmax(logits)
+        if s.forced_bos_token_id >= 0 or s.forced_eos_token_id >= 0:  # transformers forces after log_softmax
+            log_probs = force_tokens(log_probs, g, bos=s.forced_bos_token_id, eos=s.forced_eos_token_id,
+                                     last_step=max_new - 1, xp=np)
+        log_probs = log_probs.reshape(b, nb, vocab) + running_scores[:, :, None]
         top_scores, top_idx = _topk(log_probs.reshape(b, nb * vocab), keep)
         beam, tok = top_idx // vocab, top_idx % vocab
         top_seqs = _gather(running, beam)
@@ -103,4 +118,4 @@ def beam_search(task, params, ids: np.ndarray, mask: np.ndarray, s: GenerationSe
         if not (improvable.any() and not (finished.all() and s.early_stopping is True) and not hits.all()):
             break
         logits = step(running[:, :, g - 1].reshape(-1), g, origins)
-    return [trim_row(row[:max_new], s.stop_token_ids) for row in sequences[:, 0]]
+    return [trim_row(row[:max_new], s.stop_token_ids) for row in sequences[:, :num_return].reshape(-1, max_new)]

@@ -18,7 +18,8 @@ from jax import lax
 
 from zoohub.backbones.decoder import KVCache
 from zoohub.backend.memory import release_free_memory
-from zoohub.tasks.generation import GenerationSettings, feed_position, model_step, new_cache, pick_tokens
+from zoohub.tasks.generation import (GenerationSettings, feed_position, force_tokens, model_step, pick_tokens,
+                                     start_decoding)
 from zoohub.tasks.tokenizer import bucket_length
 
 MAX_STOP_IDS = 8
@@ -32,13 +33,17 @@ class Sampling(NamedTuple):
     top_p: Any         # float32
     stops: Any         # int32 [MAX_STOP_IDS * n], -1 = unused
     pad: Any           # int32: what a row emits after it stopped
+    forced_bos: Any    # int32: the first new token (-1: none)
+    forced_eos: Any    # int32: the token at step `last_step` (-1: none)
+    last_step: Any     # int32: max_new_tokens - 1
 
     @classmethod
     def of(cls, s: GenerationSettings) -> "Sampling":
         stops = np.full(MAX_STOP_IDS * max(1, -(-len(s.stop_token_ids) // MAX_STOP_IDS)), -1, np.int32)
         stops[:len(s.stop_token_ids)] = s.stop_token_ids
         return cls(temperature=jnp.float32(s.temperature), top_k=jnp.int32(s.top_k), top_p=jnp.float32(s.top_p),
-                   stops=jnp.asarray(stops), pad=jnp.int32(s.pad_token_id))
+                   stops=jnp.asarray(stops), pad=jnp.int32(s.pad_token_id), forced_bos=jnp.int32(s.forced_bos_token_id),
+                   forced_eos=jnp.int32(s.forced_eos_token_id), last_step=jnp.int32(s.max_new_tokens - 1))
 
 
 class DecodeState(NamedTuple):
@@ -50,10 +55,14 @@ class DecodeState(NamedTuple):
     done: Any      # [B] bool: the row emitted a stop token
     key: Any       # PRNG key for sampling
     step: Any      # int32: tokens produced so far
+    cross: Any = None  # an encoder-decoder's cross-attention keys/values, read-only (None for decoders)
 
 
-def _choose(logits, sampling: Sampling, done, key, do_sample: bool):
-    """The next tokens [B] and the updated stop flags."""
+def _choose(logits, sampling: Sampling, done, key, do_sample: bool, step, forced: bool):
+    """The next tokens [B] (new token number `step`) and the updated stop flags."""
+    if forced:
+        logits = force_tokens(logits, step, bos=sampling.forced_bos, eos=sampling.forced_eos,
+                              last_step=sampling.last_step)
     noise = jax.random.gumbel(key, logits.shape, jnp.float32) if do_sample else None
     tok = pick_tokens(logits, noise, do_sample=do_sample, temperature=sampling.temperature, top_k=sampling.top_k,
                       top_p=sampling.top_p)
@@ -66,14 +75,16 @@ def _programs(task) -> tuple:
     if "generation" in task._compiled:
         return task._compiled["generation"]
 
-    @partial(jax.jit, static_argnames=("total", "do_sample"))
-    def prefill(params, ids, mask, sampling: Sampling, seed, *, total: int, do_sample: bool) -> DecodeState:
-        prompt_pos, cache = new_cache(task, params, mask, total)
-        logits, cache = model_step(task, params, tokens=ids, positions=prompt_pos, cache=cache)
+    forced = task.family.is_encoder_decoder  # forced BOS/EOS tokens: only seq2seq checkpoints ask for them
+
+    @partial(jax.jit, static_argnames=("new_slots", "do_sample"))
+    def prefill(params, ids, mask, sampling: Sampling, seed, *, new_slots: int, do_sample: bool) -> DecodeState:
+        first, positions, cache, cross = start_decoding(task, params, ids, mask, new_slots)
+        logits, cache = model_step(task, params, tokens=first, positions=positions, cache=cache, cross=cross)
         key, sub = jax.random.split(jax.random.PRNGKey(seed))
-        tok, done = _choose(logits, sampling, jnp.zeros(ids.shape[:1], bool), sub, do_sample)
-        out = jnp.full((ids.shape[0], total - ids.shape[1]), sampling.pad, jnp.int32).at[:, 0].set(tok)
-        return DecodeState(cache=cache, out=out, tok=tok, done=done, key=key, step=jnp.int32(1))
+        tok, done = _choose(logits, sampling, jnp.zeros(ids.shape[:1], bool), sub, do_sample, 0, forced)
+        out = jnp.full((ids.shape[0], new_slots), sampling.pad, jnp.int32).at[:, 0].set(tok)
+        return DecodeState(cache=cache, out=out, tok=tok, done=done, key=key, step=jnp.int32(1), cross=cross)
 
     @partial(jax.jit, static_argnames=("do_sample",), donate_argnums=(1,))
     def decode(params, state: DecodeState, sampling: Sampling, limit, *, do_sample: bool) -> DecodeState:
@@ -84,11 +95,12 @@ def _programs(task) -> tuple:
 
         def step(s: DecodeState) -> DecodeState:
             cache, position = feed_position(s.cache, prompt_length + s.step - 1)  # slot of the token fed
-            logits, cache = model_step(task, params, tokens=s.tok[:, None], positions=position, cache=cache)
+            logits, cache = model_step(task, params, tokens=s.tok[:, None], positions=position, cache=cache,
+                                       cross=s.cross)
             key, sub = jax.random.split(s.key)
-            tok, done = _choose(logits, sampling, s.done, sub, do_sample)
+            tok, done = _choose(logits, sampling, s.done, sub, do_sample, s.step, forced)
             out = lax.dynamic_update_slice_in_dim(s.out, tok[:, None], s.step, axis=1)
-            return DecodeState(cache=cache, out=out, tok=tok, done=done, key=key, step=s.step + 1)
+            return DecodeState(cache=cache, out=out, tok=tok, done=done, key=key, step=s.step + 1, cross=s.cross)
 
         return lax.while_loop(running, step, state)
 
@@ -96,12 +108,14 @@ def _programs(task) -> tuple:
     return prefill, decode
 
 
-def _pad_inputs(ids: np.ndarray, mask: np.ndarray, pad_id: int):
-    """Left-pad to the prompt-length bucket; pad the batch to its bucket with copies of row 0."""
+def _pad_inputs(ids: np.ndarray, mask: np.ndarray, pad_id: int, *, left: bool = True):
+    """Pad to the prompt-length bucket (on the left for a decoder's prompt, on the right for an encoder's
+    input, whose absolute positions count from the first column); pad the batch with copies of row 0."""
     b, t = ids.shape
     tb, bb = bucket_length(t, minimum=16), bucket_length(b, minimum=1)
-    ids = np.pad(ids, ((0, 0), (tb - t, 0)), constant_values=pad_id)
-    mask = np.pad(mask, ((0, 0), (tb - t, 0)))
+    side = (tb - t, 0) if left else (0, tb - t)
+    ids = np.pad(ids, ((0, 0), side), constant_values=pad_id)
+    mask = np.pad(mask, ((0, 0), side))
     ids = np.concatenate([ids, np.repeat(ids[:1], bb - b, 0)])
     mask = np.concatenate([mask, np.repeat(mask[:1], bb - b, 0)])
     return ids.astype(np.int32), mask.astype(np.int32)
@@ -112,11 +126,12 @@ def decode_jax(task, params, ids: np.ndarray, mask: np.ndarray, s: GenerationSet
     or one per `chunk` steps (streaming, stop strings)."""
     prefill, decode = _programs(task)
     b = ids.shape[0]
-    padded_ids, padded_mask = _pad_inputs(ids, mask, s.pad_token_id)
-    total = padded_ids.shape[1] + bucket_length(s.max_new_tokens, minimum=16)
+    padded_ids, padded_mask = _pad_inputs(ids, mask, s.pad_token_id, left=not task.family.is_encoder_decoder)
+    new_slots = bucket_length(s.max_new_tokens, minimum=16)
     sampling = Sampling.of(s)
     compiles = prefill._cache_size() + decode._cache_size()
-    state = prefill(params, padded_ids, padded_mask, sampling, jnp.uint32(s.seed), total=total, do_sample=s.do_sample)
+    state = prefill(params, padded_ids, padded_mask, sampling, jnp.uint32(s.seed), new_slots=new_slots,
+                    do_sample=s.do_sample)
     shown = 0
     while True:
         limit = s.max_new_tokens if chunk is None else min(s.max_new_tokens, shown + chunk)

@@ -302,11 +302,14 @@ def causal_lm_data(task, x, y=None, *, epochs: int = 1, what: str = "x", max_len
     return Dataset(lambda rows: batch([examples[i] for i in rows]), items=list(range(len(examples))))
 
 
+from zoohub.tasks.training.data_seq2seq import seq2seq_lm_data  # noqa: E402 (it imports Dataset from here)
+
 # task.TASK -> adapter. A task kind without a row cannot be trained (yet), and says so.
 ADAPTERS: dict[str, Callable[..., Dataset]] = {
     "text_classifier": text_classifier_data,
     "image_classifier": image_classifier_data,
     "causal_lm": causal_lm_data,
+    "seq2seq_lm": seq2seq_lm_data,
     "token_classifier": token_classifier_data,
     "question_answerer": question_answerer_data,
 }

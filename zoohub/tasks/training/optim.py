@@ -74,11 +74,14 @@ def causal_lm_loss(logits, batch):
     return (nll * mask).sum(), mask.sum(), (correct * mask).sum()
 
 
+from zoohub.tasks.training.data_seq2seq import seq2seq_lm_loss  # noqa: E402
+
 # task.TASK -> loss; metrics come from the three sums.
 LOSSES: dict[str, Callable] = {
     "text_classifier": classification_loss,
     "image_classifier": classification_loss,
     "causal_lm": causal_lm_loss,
+    "seq2seq_lm": seq2seq_lm_loss,
     "token_classifier": token_classification_loss,
     "question_answerer": question_answering_loss,
 }
@@ -93,7 +96,7 @@ def metrics(task_kind: str, sums, aux: bool = False) -> dict[str, float]:
     out = {"loss": loss_sum / count, "accuracy": correct / count}
     if aux:
         out["aux_loss"] = float(sums[3]) / count
-    if task_kind == "causal_lm":
+    if task_kind in ("causal_lm", "seq2seq_lm"):
         out["perplexity"] = float(np.exp(min(out["loss"], 80.0)))
     return out
 
