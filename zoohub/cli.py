@@ -218,7 +218,9 @@ def _sampling_kwargs(args) -> dict:
 def cmd_generate(args) -> None:
     import zoohub
 
-    lm = zoohub.CausalLM.from_preset(args.preset)
+    from zoohub.cli_seq2seq import load_generator  # a Seq2SeqLM for encoder-decoder presets
+
+    lm = load_generator(args.preset)
     for piece in lm.generate(args.prompt, stream=True, **_sampling_kwargs(args)):
         print(piece, end="", flush=True)
     print()
@@ -362,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, text in (("generate", cmd_generate, "generate text from a prompt"),
                            ("chat", cmd_chat, "chat on stdin with the checkpoint's chat template")):
         p = add(name, fn, text)
-        preset_argument(p, "a causal LM preset: registry name, handle or folder")
+        preset_argument(p, "a causal LM (generate: or seq2seq) preset: registry name, handle or folder")
         if name == "generate":
             p.add_argument("prompt", help="the text to continue")
         else:
@@ -381,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     from zoohub.cli_tasks import add_task_verbs  # tag, answer, rerank
 
     add_task_verbs(add, preset_argument)
+    from zoohub.cli_seq2seq import add_seq2seq_verbs  # translate
+
+    add_seq2seq_verbs(add, preset_argument)
     p = add("embed", cmd_embed, "embed the lines of a text file",
             "Embed each line of a text file, blank lines included (row i is line i). Without --output or "
             "--json, print one line of numbers per input line.")
