@@ -2,7 +2,7 @@
 self-attention cache, and transformers' `shift_right` of labels into decoder inputs.
 
     >>> import numpy as np
-    >>> shift_right(np.array([[5, 6, -100]]), start_id=0, pad_id=0).tolist()
+    >>> shift_right(np.array([[5, 6, -100]], np.int32), start_id=0, pad_id=0).tolist()
     [[0, 5, 6]]
 """
 from __future__ import annotations
