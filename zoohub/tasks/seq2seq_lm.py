@@ -40,6 +40,7 @@ class Seq2SeqLM(CausalLM):
         >>> with using("numpy"):
         ...     model = Seq2SeqLM(family=family, config=config, params=init_params(
         ...         family, config, head=family.heads["seq2seq_lm"], seed=0))
+        ...     model._configure()  # from_preset does this; here: no files, so the config's token ids
         ...     tokens = model.generate_tokens({"input_ids": [[5, 6, 7, 1]]}, max_new_tokens=4, stop_token_ids=[])
         >>> [len(row) for row in tokens]
         [4]

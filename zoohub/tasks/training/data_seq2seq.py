@@ -4,8 +4,8 @@ targets shifted right after `decoder_start_token_id`, as transformers' `shift_ri
 
     >>> import numpy as np
     >>> batch = seq2seq_batch([([5, 6, 1], [7, 1])], start_id=0, pad_id=0)
-    >>> batch["decoder_input_ids"].tolist(), batch["labels"].tolist()
-    ([[0, 7]], [[7, 1]])
+    >>> batch["decoder_input_ids"][:, :3].tolist(), batch["labels"][:, :3].tolist()  # widths bucket to 8
+    ([[0, 7, 1]], [[7, 1, -100]])
 """
 from __future__ import annotations
 
