@@ -91,9 +91,10 @@ def tied_aliases(c: MarianConfig) -> tuple[str, ...]:
     return (bart.TIED_ALIASES,) if c.share_encoder_decoder_embeddings else ()
 
 
-# Odd sizes (odd width too: the sine half is one column wider), the swish activation opus-mt uses,
-# and separate pad and decoder-start ids as the real checkpoints have them (the last vocabulary row).
-_TINY = dict(vocab_size=97, d_model=45, encoder_layers=2, decoder_layers=2, encoder_attention_heads=3,
+# Odd vocabulary and MLP sizes, 48 wide so the tensor-parallel test splits it 4 ways (the odd-width sine
+# table is tested on its own), the swish activation opus-mt uses, and pad = decoder start = the last
+# vocabulary row as the real checkpoints have them.
+_TINY = dict(vocab_size=97, d_model=48, encoder_layers=2, decoder_layers=2, encoder_attention_heads=3,
              decoder_attention_heads=3, encoder_ffn_dim=80, decoder_ffn_dim=72, max_position_embeddings=64,
              init_std=0.15, activation_function="swish", scale_embedding=True,
              pad_token_id=96, decoder_start_token_id=96, eos_token_id=0, forced_eos_token_id=0, bos_token_id=None)
