@@ -38,5 +38,5 @@ ROWS: list[dict] = [
     dict(name="ms_marco_minilm_l6_v2_cross_encoder", handle="hf://cross-encoder/ms-marco-MiniLM-L-6-v2",
          revision="c5ee24cb16019beea0893ab7796b1df96625c6b8",
          description="Cross-encoder for passage re-ranking: (query, passage) pairs -> relevance logit.",
-         params=22_713_601, license="apache-2.0", task="text_classifier", family="bert"),
+         params=22_713_601, license="apache-2.0", task="reranker", family="bert"),
 ]
