@@ -98,6 +98,15 @@ def test_marian_with_separate_vocabularies(tmp_path):
     rows = dec_mask.astype(bool)
     np.testing.assert_allclose(logits[rows], ref_logits[rows], atol=1e-4, rtol=0)
     np.testing.assert_allclose(stepped[rows], logits[rows], atol=1e-4, rtol=0)
+    # and Seq2SeqLM generates with it as transformers does (greedy)
+    import zoohub
+
+    with torch.no_grad():
+        ref = model.generate(input_ids=torch.from_numpy(enc[0].astype(np.int64)), attention_mask=torch.from_numpy(enc[1]),
+                             max_new_tokens=6, do_sample=False, num_beams=1)
+    with using("numpy"):
+        texts = zoohub.Seq2SeqLM.from_preset(tmp_path).generate(SOURCES, max_new_tokens=6)
+    assert texts == [tokenizer.decode(row) for row in ref.numpy()] and any(texts)
 
 
 @pytest.mark.parametrize("positions,dim", [(64, 45), (40, 48)])

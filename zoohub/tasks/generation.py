@@ -139,7 +139,12 @@ def new_cache(task, params, prompt_mask, total: int):
     prompt_pos = default_positions(prompt_mask).astype(xp.int32)
     next_pos = prompt_mask.astype(xp.int32).sum(1)
     new_pos = next_pos[:, None] + xp.arange(total - tp, dtype=xp.int32)[None, :]
-    dtype = get_path(params, task.family.embedding_path(task.head)).dtype
+    table = get_path(params, task.family.embedding_path(task.head))
+    if table is None:  # no shared token table (Marian with separate vocabularies): the params' own dtype
+        from zoohub.presets.weights import flatten
+
+        table = next(v for v in flatten(params).values() if "float" in str(v.dtype))
+    dtype = table.dtype
     layers = getattr(config, "cache_layers", None) or config.num_hidden_layers  # an encoder-decoder's decoder layers
     kv = init_cache(layers, b, total, config.kv_heads, config.dim_per_head, dtype)
     cache = KVCache(k=kv["k"], v=kv["v"], positions=xp.concatenate([prompt_pos, new_pos], axis=1).astype(xp.int32),
