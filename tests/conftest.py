@@ -7,6 +7,11 @@ os.environ.setdefault("ZOOHUB_QUIET", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# The suite's models are tiny, so XLA's compile time dominates its jax tests; its backend optimisation passes
+# buy nothing at these sizes. Level 0 cut the jax decoder and seq2seq tests from 169 s to 112 s on 2 cores.
+# (Launched processes that set XLA_FLAGS themselves keep their own.)
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 # Hermetic: nothing a test downloads, uploads or verifies lands in the user's caches.
 os.environ.setdefault("ZOOHUB_HOME", tempfile.mkdtemp(prefix="zoohub-tests-home-"))
 

@@ -135,7 +135,8 @@ def test_embed_writes_npy(home, tmp_path):
     (["embed", "starter_bert_tiny_en", "--input", "nope.txt"], "nope.txt: no such file"),
     (["info", "no_such_preset_anywhere"], "neither a registered name"),
     (["info", "local://me/never-uploaded"], "not in the local hub"),
-    (["list", "--task", "nonsense"], "tasks: backbone, causal_lm, image_classifier, masked_lm, text_classifier"),
+    (["list", "--task", "nonsense"], "tasks: backbone, causal_lm, image_classifier, masked_lm, question_answerer, reranker, seq2seq_lm, "
+     "text_classifier, text_embedder, token_classifier"),
     (["list", "--family", "nonsense"], "families: .*bert.*llama"),
     (["--backend", "numpy", "finetune", "starter_bert_tiny_en", "--train", str(DATA / "train.csv"), "--output", "x"],
      "finetune trains a model, which needs the jax backend, and --backend numpy is inference only; leave out"),

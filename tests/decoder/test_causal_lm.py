@@ -93,7 +93,8 @@ def _nucleus(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -
     return {int(i) for i, b in zip(order, before) if b < top_p}
 
 
-@pytest.mark.parametrize("lm", _params(["llama", "qwen3"]), indirect=True)
+# The samplers are family-generic: llama on both backends, qwen3 (q/k norms) on numpy.
+@pytest.mark.parametrize("lm", _params(["llama"]) + _params(["qwen3"], ["numpy"]), indirect=True)
 @pytest.mark.parametrize("sampler", [dict(top_k=4, temperature=2.0), dict(top_p=0.5, temperature=1.3),
                                      dict(top_k=6, top_p=0.8)])
 def test_sampling_is_seeded_and_stays_in_support(lm, sampler):
