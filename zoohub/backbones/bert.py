@@ -105,12 +105,17 @@ def forward(params, config: BertConfig, inputs, *, rng=None):
          + embedding(emb["token_type_embeddings"], types))
     x = layer_norm(emb["LayerNorm"], x, eps=config.layer_norm_eps)
     x = dropout(x, config.hidden_dropout_prob, keys())
+    return encoder_layers(params["encoder"], config, x, mask, keys)
+
+
+def encoder_layers(params, config: BertConfig, x, mask, keys: KeyStream):
+    """BERT's post-norm layer stack under `encoder.layer.{i}` (ELECTRA runs it too): [B, T, D] -> [B, T, D]."""
     b, t, d = x.shape
     n = config.num_attention_heads
     attn_mask = padding_mask(mask)
     act = activation(config.hidden_act)
     for i in range(config.num_hidden_layers):
-        layer = params["encoder"]["layer"][str(i)]
+        layer = params["layer"][str(i)]
         sa = layer["attention"]["self"]
         q, k, v = (linear(sa[name], x).reshape(b, t, n, d // n) for name in ("query", "key", "value"))
         a = attention(q, k, v, scale=(d // n) ** -0.5, mask=attn_mask)

@@ -17,7 +17,7 @@ from zoohub.backbones import bert
 from zoohub.backbones.base import Family, Head, TinyRecipe
 from zoohub.backbones.heads import question_answerer, token_classifier
 from zoohub.backend import ops
-from zoohub.layers import KeyStream, activation, attention, dropout, embedding, layer_norm, linear, padding_mask
+from zoohub.layers import KeyStream, activation, dropout, embedding, layer_norm, linear
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,21 +61,7 @@ def forward(params, config: ElectraConfig, inputs, *, rng=None):
     x = dropout(layer_norm(emb["LayerNorm"], x, eps=config.layer_norm_eps), config.hidden_dropout_prob, keys())
     if _projects(config):
         x = linear(params["embeddings_project"], x)                                              # [B, T, D]
-    b, t, d = x.shape
-    n = config.num_attention_heads
-    attn_mask = padding_mask(mask)
-    act = activation(config.hidden_act)
-    for i in range(config.num_hidden_layers):  # BERT's layers, under BERT's names
-        layer = params["encoder"]["layer"][str(i)]
-        sa = layer["attention"]["self"]
-        q, k, v = (linear(sa[name], x).reshape(b, t, n, d // n) for name in ("query", "key", "value"))
-        a = attention(q, k, v, scale=(d // n) ** -0.5, mask=attn_mask)
-        a = dropout(linear(layer["attention"]["output"]["dense"], a.reshape(b, t, d)), config.hidden_dropout_prob, keys())
-        x = layer_norm(layer["attention"]["output"]["LayerNorm"], a + x, eps=config.layer_norm_eps)
-        h = linear(layer["output"]["dense"], act(linear(layer["intermediate"]["dense"], x)))
-        h = dropout(h, config.hidden_dropout_prob, keys())
-        x = layer_norm(layer["output"]["LayerNorm"], h + x, eps=config.layer_norm_eps)
-    return x
+    return bert.encoder_layers(params["encoder"], config, x, mask, keys)  # BERT's layers, under BERT's names
 
 
 def shapes(c: ElectraConfig) -> dict[str, tuple]:
@@ -92,8 +78,7 @@ def shapes(c: ElectraConfig) -> dict[str, tuple]:
     return out
 
 
-def _classifier_dropout(c: ElectraConfig) -> float:
-    return c.classifier_dropout if c.classifier_dropout is not None else c.hidden_dropout_prob
+_classifier_dropout = bert._classifier_dropout  # the same config fields
 
 
 # ---- heads -------------------------------------------------------------------------------------
