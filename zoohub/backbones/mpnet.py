@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoohub.backbones.base import Family, Head, ModelConfig, TinyRecipe
+from zoohub.backbones.bert import roberta_masked_lm
 from zoohub.backbones.heads import question_answerer, token_classifier
 from zoohub.backend import ops
 from zoohub.layers import KeyStream, activation, attention, dropout, embedding, layer_norm, linear, padding_mask
@@ -152,11 +153,7 @@ def classifier(params, c: MPNetConfig, hidden, inputs, *, rng=None):
     return linear(head["out_proj"], x)
 
 
-def masked_lm(params, c: MPNetConfig, hidden, inputs, *, rng=None):
-    head = params["lm_head"]
-    x = activation("gelu")(linear(head["dense"], hidden))  # MPNetLMHead always uses the exact GELU
-    x = layer_norm(head["layer_norm"], x, eps=c.layer_norm_eps)
-    return linear(head["decoder"], x) + head["bias"]
+masked_lm = roberta_masked_lm  # MPNetLMHead is RobertaLMHead: the same names, always the exact GELU
 
 
 def _heads() -> dict[str, Head]:
